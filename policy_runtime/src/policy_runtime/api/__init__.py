@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI), built per run mode by create_app()."""

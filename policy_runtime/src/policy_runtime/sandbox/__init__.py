@@ -1,0 +1,1 @@
+"""The policy sandbox: RestrictedPython compilation, guards, worker processes."""

@@ -1,0 +1,147 @@
+"""The modules a policy may import, and the read-only proxies it gets instead of them.
+
+A real module object is an escape route: ``json.codecs``, ``typing.sys`` and
+``datetime.sys`` are ordinary attributes in CPython 3.11. So ``import json`` inside a
+policy binds a :class:`ModuleProxy` holding only the names listed here, and nothing
+else of the module can be reached through it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+from collections.abc import Iterable
+from typing import Any
+
+from policy_runtime.sandbox.guards import GuardViolation
+
+# ``None`` means every public name of the module (``__all__`` where it has one, else names
+# without a leading underscore), minus submodules and the names in _EXCLUDED.
+ALLOWED_MODULES: dict[str, tuple[str, ...] | None] = {
+    "math": None,
+    "statistics": None,
+    "itertools": None,
+    "bisect": None,
+    "heapq": None,
+    "operator": None,
+    "json": ("dumps", "loads", "JSONDecodeError", "JSONDecoder", "JSONEncoder"),
+    "re": (
+        "compile", "search", "match", "fullmatch", "split", "findall", "finditer",
+        "sub", "subn", "escape", "error", "Pattern", "Match",
+        "A", "ASCII", "I", "IGNORECASE", "M", "MULTILINE", "S", "DOTALL", "X", "VERBOSE",
+    ),
+    "datetime": (
+        "date", "datetime", "time", "timedelta", "timezone", "tzinfo", "MINYEAR", "MAXYEAR",
+    ),
+    "collections": (
+        "ChainMap", "Counter", "OrderedDict", "UserDict", "UserList", "UserString",
+        "defaultdict", "deque", "namedtuple",
+    ),
+    "functools": ("reduce", "partial", "cmp_to_key", "total_ordering"),
+    "copy": ("copy", "deepcopy"),
+    # getcontext/setcontext/localcontext change the worker's shared decimal context, and
+    # the *Context constants are shared mutable objects: neither is exposed.
+    "decimal": (
+        "Decimal", "Context", "DecimalException", "InvalidOperation", "DivisionByZero",
+        "Inexact", "Rounded", "Overflow", "Underflow", "ROUND_CEILING", "ROUND_DOWN",
+        "ROUND_FLOOR", "ROUND_HALF_DOWN", "ROUND_HALF_EVEN", "ROUND_HALF_UP", "ROUND_UP",
+        "ROUND_05UP",
+    ),
+    "fractions": ("Fraction",),
+    # Only what type annotations need: get_type_hints() and ForwardRef evaluate strings
+    # as unrestricted code, NamedTuple/TypedDict build classes outside the guards.
+    "typing": (
+        "Any", "Optional", "Union", "List", "Dict", "Tuple", "Set", "FrozenSet", "Iterable",
+        "Iterator", "Mapping", "MutableMapping", "Sequence", "MutableSequence", "Callable",
+        "Literal", "TYPE_CHECKING", "cast",
+    ),
+}
+
+# Names that perform attribute access or item writes in C, outside ``_getattr_`` and
+# ``_write_`` (operator.attrgetter("__class__") is a classic escape).
+_EXCLUDED: dict[str, frozenset[str]] = {
+    "operator": frozenset({"attrgetter", "methodcaller", "setitem", "delitem"}),
+}
+
+
+class ModuleProxy:
+    """A read-only view of the allowed names of one module."""
+
+    __slots__ = ("_members", "_name")
+
+    def __init__(self, name: str, members: dict[str, Any]) -> None:
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_members", types.MappingProxyType(dict(members)))
+
+    def __getattr__(self, attr: str) -> Any:
+        try:
+            return self._members[attr]
+        except KeyError:
+            raise AttributeError(
+                f"module {self._name!r} has no attribute {attr!r} available to policies"
+            ) from None
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        raise GuardViolation(f"module {self._name!r} is read-only in policies")
+
+    def __delattr__(self, attr: str) -> None:
+        raise GuardViolation(f"module {self._name!r} is read-only in policies")
+
+    def __dir__(self) -> Iterable[str]:
+        return sorted(self._members)
+
+    def __repr__(self) -> str:
+        return f"<policy module {self._name!r}>"
+
+    # A proxy is immutable: copying it yields itself, so copy/deepcopy never look inside.
+    def __copy__(self) -> ModuleProxy:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> ModuleProxy:
+        return self
+
+    def __reduce__(self) -> Any:
+        raise TypeError("policy modules cannot be pickled")
+
+
+def _public_names(module: types.ModuleType) -> list[str]:
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [n for n in vars(module) if not n.startswith("_")]
+    return list(names)
+
+
+def _build_proxy(name: str) -> ModuleProxy:
+    module = importlib.import_module(name)
+    listed = ALLOWED_MODULES[name]
+    names = _public_names(module) if listed is None else list(listed)
+    excluded = _EXCLUDED.get(name, frozenset())
+    members: dict[str, Any] = {}
+    for attr in names:
+        if attr in excluded or attr.startswith("_"):
+            continue
+        value = getattr(module, attr)
+        if isinstance(value, types.ModuleType):
+            continue
+        members[attr] = value
+    return ModuleProxy(name, members)
+
+
+PROXIES: dict[str, ModuleProxy] = {name: _build_proxy(name) for name in ALLOWED_MODULES}
+
+
+def guarded_import(
+    name: str,
+    globals: dict | None = None,  # noqa: A002 - the signature of builtins.__import__
+    locals: dict | None = None,  # noqa: A002
+    fromlist: tuple = (),
+    level: int = 0,
+) -> ModuleProxy:
+    """``__import__`` of restricted code: allowed modules only, as proxies."""
+    if level != 0:
+        raise GuardViolation("relative imports are not allowed in policies")
+    proxy = PROXIES.get(name)
+    if proxy is None:
+        allowed = ", ".join(sorted(ALLOWED_MODULES))
+        raise GuardViolation(f"import of {name!r} is not allowed; policies may import: {allowed}")
+    return proxy

@@ -1,0 +1,59 @@
+"""Length-prefixed JSON frames between the pool and its worker processes.
+
+JSON, never pickle, in both directions: the parent must be able to read what a worker
+sends without trusting it, since the worker runs untrusted code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Any
+
+_HEADER = struct.Struct("!I")
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+
+class FrameError(Exception):
+    """The other side sent something that is not a valid frame."""
+
+
+def encode(message: Any) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def decode(payload: bytes) -> Any:
+    return json.loads(payload)
+
+
+def write_frame(fd: int, payload: bytes) -> None:
+    data = memoryview(_HEADER.pack(len(payload)) + payload)
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def _read_exact(fd: int, size: int) -> bytes | None:
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int) -> bytes | None:
+    """One frame's payload, or None when the other side closed the pipe."""
+    header = _read_exact(fd, _HEADER.size)
+    if header is None:
+        return None
+    (size,) = _HEADER.unpack(header)
+    if size > MAX_FRAME_BYTES:
+        raise FrameError(f"frame of {size} bytes exceeds the {MAX_FRAME_BYTES} byte limit")
+    payload = _read_exact(fd, size)
+    if payload is None:
+        return None
+    return payload
