@@ -1,0 +1,3 @@
+from policy_runtime.cli import main
+
+raise SystemExit(main())
