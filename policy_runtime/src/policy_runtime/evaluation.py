@@ -43,6 +43,10 @@ class Outcome:
         return None if self.error is None else self.error["type"]
 
 
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
 def _positive(settings: dict, key: str, default: float) -> float:
     value = settings.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -112,8 +116,8 @@ class PolicyEvaluator:
             )
             schemas.validate(policy.get("policy_output_schema"), result, what="result", output=True)
         except PolicyRuntimeError as exc:
-            return Outcome(ok=False, error=exc.to_dict())
-        return Outcome(ok=True, result=result, duration_ms=(time.perf_counter() - started) * 1000)
+            return Outcome(ok=False, error=exc.to_dict(), duration_ms=_since(started))
+        return Outcome(ok=True, result=result, duration_ms=_since(started))
 
     def manage(
         self, policy: dict, action: str, data: Any, *, parameters: dict | None = None
@@ -126,8 +130,8 @@ class PolicyEvaluator:
                 policy, "manage", merged_settings, merged_parameters, action=action, data=data
             )
         except PolicyRuntimeError as exc:
-            return Outcome(ok=False, error=exc.to_dict())
-        return Outcome(ok=True, result=result, duration_ms=(time.perf_counter() - started) * 1000)
+            return Outcome(ok=False, error=exc.to_dict(), duration_ms=_since(started))
+        return Outcome(ok=True, result=result, duration_ms=_since(started))
 
     def check(self, source: str) -> dict:
         """Compile the source and check its contract in a worker; raises typed errors."""

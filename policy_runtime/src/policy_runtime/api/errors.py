@@ -1,0 +1,56 @@
+"""How failures become HTTP answers: one table, used by our routes and the upstream aliases."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pymongo.errors import PyMongoError
+
+from policy_runtime.errors import PolicyRuntimeError, Timeout
+from policy_runtime.package import ArchiveError, ArchiveTooLarge
+from policy_runtime.sandbox.pool import PoolBusy, PoolClosed
+from policy_runtime.service import BadPolicyRequest, PolicyNotFound, RequestTooLarge
+from policy_runtime.store.policies import PolicyConflict
+
+# Most specific first: the first matching class decides the status.
+ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (PolicyNotFound, 404),
+    (PolicyConflict, 409),
+    (RequestTooLarge, 413),
+    (ArchiveTooLarge, 413),
+    (ArchiveError, 422),
+    (BadPolicyRequest, 422),
+    (Timeout, 504),
+    (PolicyRuntimeError, 422),
+    (PoolBusy, 503),
+    (PoolClosed, 503),
+    (PyMongoError, 503),
+)
+
+
+def status_for(exc: BaseException) -> int:
+    for cls, status in ERROR_STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def message_for(exc: BaseException) -> str:
+    if isinstance(exc, PyMongoError):
+        return "the database is unavailable; retry shortly"
+    return str(exc)
+
+
+def error_body(exc: BaseException) -> dict:
+    """Typed policy errors keep the evaluation envelope; others are a plain detail."""
+    if isinstance(exc, PolicyRuntimeError):
+        return {"ok": False, "error": exc.to_dict()}
+    return {"detail": message_for(exc)}
+
+
+def install_handlers(app: FastAPI) -> None:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(error_body(exc), status_code=status_for(exc))
+
+    for cls, _ in ERROR_STATUS:
+        app.add_exception_handler(cls, handle)

@@ -1,0 +1,71 @@
+"""Run mode ``policies``: the policy store and executor."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from policy_runtime.api.deps import policy_service
+from policy_runtime.models import EvalRequest, EvalResponse, PolicyCreate, PolicyPage, PublishResult
+from policy_runtime.service import PolicyService
+
+router = APIRouter(prefix="/policies", tags=["policies"])
+Service = Annotated[PolicyService, Depends(policy_service)]
+
+
+def eval_status(outcome_error_type: str | None) -> int:
+    if outcome_error_type is None:
+        return status.HTTP_200_OK
+    if outcome_error_type == "Timeout":
+        return status.HTTP_504_GATEWAY_TIMEOUT
+    return status.HTTP_422_UNPROCESSABLE_ENTITY
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PublishResult,
+    summary="Publish a policy version (immutable; the same code again answers 200)",
+)
+def publish(body: PolicyCreate, service: Service, response: Response) -> PublishResult:
+    document, created = service.publish(body)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return PublishResult(policy_rule_uri=document["policy_rule_uri"], created=created)
+
+
+@router.get("", response_model=PolicyPage, summary="List published policies (without code)")
+def list_policies(
+    service: Service,
+    name: Annotated[str | None, Query(max_length=200, description="name prefix")] = None,
+    tag: Annotated[str | None, Query(max_length=200)] = None,
+    skip: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> PolicyPage:
+    items, total = service.store.list(name=name, tag=tag, skip=skip, limit=limit)
+    return PolicyPage(total=total, skip=skip, limit=limit, items=items)
+
+
+@router.get("/{uri}", summary="One policy with its code")
+def get_policy(uri: str, service: Service) -> dict:
+    return service.get(uri)
+
+
+@router.delete("/{uri}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a policy")
+def delete_policy(uri: str, service: Service) -> Response:
+    service.delete(uri)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{uri}/eval",
+    response_model=EvalResponse,
+    responses={422: {"model": EvalResponse}, 504: {"model": EvalResponse}},
+    summary="Evaluate a policy once",
+)
+async def evaluate(uri: str, body: EvalRequest, service: Service) -> JSONResponse:
+    outcome = await run_in_threadpool(service.evaluate, uri, body)
+    return JSONResponse(outcome.to_dict(), status_code=eval_status(outcome.error_type))

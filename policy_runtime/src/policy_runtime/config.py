@@ -1,0 +1,101 @@
+"""Service configuration, read from the environment (prefix ``AIOS_``) by pydantic-settings."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from policy_runtime.evaluation import LimitsConfig
+
+
+class RunMode(str, Enum):
+    """Which routers a process serves (like the run modes of an appliance install)."""
+
+    POLICIES = "policies"
+
+
+class ConfigError(Exception):
+    """The configuration cannot work; the message names the setting and the fix."""
+
+
+class Settings(BaseSettings):
+    """Every option of the runtime. Each field is the env var ``AIOS_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="AIOS_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 in containers)")
+    port: int = Field(8080, ge=0, le=65535, description="port to listen on")
+    mongo_uri: str = Field(
+        "mongodb://127.0.0.1:27017/?directConnection=true", description="MongoDB connection URI"
+    )
+    db_name: str = Field("aios", description="database holding the runtime's collections")
+    run_modes: Annotated[list[RunMode], NoDecode] = Field(
+        default_factory=lambda: [RunMode.POLICIES],
+        description="comma list of run modes to serve: policies",
+    )
+    api_token: SecretStr | None = Field(None, description="bearer token every client must send")
+    api_token_file: Path | None = Field(
+        None, description="file holding the token (e.g. a mounted Kubernetes Secret)"
+    )
+    insecure_no_auth: bool = Field(False, description="serve without a token (local use only)")
+    pool_size: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="sandbox worker processes"
+    )
+    default_timeout_seconds: float = Field(2.0, gt=0, description="policy time limit default")
+    max_timeout_seconds: float = Field(30.0, gt=0, description="cap on any policy time limit")
+    default_memory_mb: int = Field(256, gt=0, description="policy memory limit default (MiB)")
+    max_memory_mb: int = Field(1024, gt=0, description="cap on any policy memory limit (MiB)")
+    queue_timeout_seconds: float = Field(
+        10.0, gt=0, description="how long a call waits for a free worker before 503"
+    )
+    max_body_bytes: int = Field(1024 * 1024, gt=0, description="largest request body accepted")
+    max_code_bytes: int = Field(256 * 1024, gt=0, description="largest policy source accepted")
+    policy_cache_seconds: float = Field(
+        5.0, ge=0, description="how long a replica caches a policy (deletes elsewhere show after)"
+    )
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    access_log: bool = Field(True, description="log every HTTP request")
+    git_commit: str = Field("", description="reported by /version (set at image build)")
+    build_date: str = Field("", description="reported by /version (set at image build)")
+
+    @field_validator("run_modes", mode="before")
+    @classmethod
+    def _split_modes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def limits(self) -> LimitsConfig:
+        return LimitsConfig(
+            default_timeout_seconds=min(self.default_timeout_seconds, self.max_timeout_seconds),
+            max_timeout_seconds=self.max_timeout_seconds,
+            default_memory_mb=min(self.default_memory_mb, self.max_memory_mb),
+            max_memory_mb=self.max_memory_mb,
+        )
+
+    def resolve_token(self) -> str | None:
+        """The API token, or None when running without auth; ConfigError if neither is set."""
+        if self.api_token is not None and self.api_token.get_secret_value():
+            return self.api_token.get_secret_value()
+        if self.api_token_file is not None:
+            try:
+                token = self.api_token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"AIOS_API_TOKEN_FILE={self.api_token_file} cannot be read: {exc.strerror}"
+                ) from None
+            if not token:
+                raise ConfigError(f"AIOS_API_TOKEN_FILE={self.api_token_file} is empty")
+            return token
+        if self.insecure_no_auth:
+            return None
+        raise ConfigError(
+            "no API token configured: set AIOS_API_TOKEN or AIOS_API_TOKEN_FILE "
+            "(or pass --insecure-no-auth for local experiments only)"
+        )

@@ -1,0 +1,114 @@
+"""Request and response bodies of the policies API (pydantic v2).
+
+Field names follow the upstream AIOS policies system so that its users can migrate
+their documents unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+# No "-" or ":" in version and release tag: the URI "<name>:<version>-<release_tag>"
+# must name exactly one (version, release_tag) pair.
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+]{0,63}$"
+RELEASE_TAG_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._+]{0,63})?$"
+
+
+def policy_rule_uri(name: str, version: str, release_tag: str) -> str:
+    """``<name>:<version>-<release_tag>``, or ``<name>:<version>`` without a release tag."""
+    return f"{name}:{version}-{release_tag}" if release_tag else f"{name}:{version}"
+
+
+class PolicyCreate(BaseModel):
+    """A policy to publish: its code (or an upstream code archive) and its metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, examples=["aiosv1.policies.gateway.add-node"])
+    version: str = Field(pattern=VERSION_PATTERN, examples=["v0.0.12"])
+    release_tag: str = Field("", pattern=RELEASE_TAG_PATTERN, examples=["stable"])
+    code: str | None = Field(None, description="Python source defining class AIOSv1PolicyRule")
+    code_archive: str | None = Field(
+        None, description="base64 zip or tar archive holding code/function.py (upstream layout)"
+    )
+    code_type: str = Field("python", description="language of the code; only python runs")
+    type: str = Field("", description="what the policy is for, e.g. precheck, stability_checker")
+    description: str = ""
+    tags: list[str] = Field(default_factory=list, description="list, or comma-separated string")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    policy_settings: dict[str, Any] = Field(default_factory=dict)
+    policy_parameters: dict[str, Any] = Field(default_factory=dict)
+    policy_input_schema: dict[str, Any] | None = None
+    policy_output_schema: dict[str, Any] | None = None
+    policy_settings_schema: dict[str, Any] | None = None
+    policy_parameters_schema: dict[str, Any] | None = None
+    management_commands_schema: list[Any] = Field(default_factory=list)
+    policy_rule_uri: str | None = Field(
+        None, description="optional; when given it must equal <name>:<version>-<release_tag>"
+    )
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _split_tags(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [tag.strip() for tag in value.split(",") if tag.strip()]
+        return value
+
+    @field_validator("code_type")
+    @classmethod
+    def _python_only(cls, value: str) -> str:
+        if value.lower() not in ("python", "python3", "python_class_v1"):
+            raise ValueError(f"code_type {value!r} cannot run here; use 'python'")
+        return value
+
+    @property
+    def uri(self) -> str:
+        return policy_rule_uri(self.name, self.version, self.release_tag)
+
+
+class PublishResult(BaseModel):
+    policy_rule_uri: str
+    created: bool = Field(description="false when the same code was already published")
+
+
+class EvalRequest(BaseModel):
+    """Input of one decision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_data: Any = None
+    parameters: dict[str, Any] = Field(default_factory=dict, description="override defaults")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="override settings, e.g. timeout_seconds, memory_mb"
+    )
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecutePolicyRequest(BaseModel):
+    """Upstream's ``POST /execute_policy`` body."""
+
+    policy_rule_uri: str
+    input_data: Any = None
+    parameters: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+
+
+class EvalResponse(BaseModel):
+    ok: bool
+    result: Any = None
+    duration_ms: float | None = None
+    error: ErrorBody | None = None
+
+
+class PolicyPage(BaseModel):
+    total: int
+    skip: int
+    limit: int
+    items: list[dict[str, Any]]

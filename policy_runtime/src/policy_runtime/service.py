@@ -1,0 +1,120 @@
+"""The policies use cases behind the HTTP routes (ours and upstream's aliases)."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Any
+
+from policy_runtime import package, schemas
+from policy_runtime.evaluation import Outcome, PolicyEvaluator
+from policy_runtime.metrics import RuntimeMetrics
+from policy_runtime.models import EvalRequest, PolicyCreate
+from policy_runtime.store.policies import PolicyStore
+
+_URL = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://\S*\s*$")
+
+
+class PolicyNotFound(Exception):  # noqa: N818
+    """No policy is published under the URI."""
+
+
+class RequestTooLarge(Exception):  # noqa: N818
+    """Part of the request exceeds a configured size limit."""
+
+
+class BadPolicyRequest(Exception):  # noqa: N818
+    """The publish request is inconsistent; the message says how to fix it."""
+
+
+class PolicyService:
+    """Publishing, reading, deleting and evaluating policies, with a short read cache."""
+
+    def __init__(
+        self,
+        store: PolicyStore,
+        evaluator: PolicyEvaluator,
+        metrics: RuntimeMetrics,
+        *,
+        max_code_bytes: int,
+        cache_seconds: float,
+    ) -> None:
+        self.store = store
+        self.evaluator = evaluator
+        self.metrics = metrics
+        self.max_code_bytes = max_code_bytes
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    # -- publishing --------------------------------------------------------------------
+    def _source(self, body: PolicyCreate) -> str:
+        if (body.code is None) == (body.code_archive is None):
+            raise BadPolicyRequest("give exactly one of code (the source) or code_archive")
+        if body.code_archive is not None:
+            return package.source_from_archive(
+                package.decode_base64(body.code_archive), self.max_code_bytes
+            )
+        assert body.code is not None
+        if _URL.match(body.code):
+            raise BadPolicyRequest(
+                "code is a URL; this runtime never fetches code from the network. Put the "
+                "source in code, or upload the package as code_archive"
+            )
+        size = len(body.code.encode())
+        if size > self.max_code_bytes:
+            raise RequestTooLarge(
+                f"code is {size} bytes; the limit is {self.max_code_bytes} (AIOS_MAX_CODE_BYTES)"
+            )
+        return body.code
+
+    def publish(self, body: PolicyCreate) -> tuple[dict[str, Any], bool]:
+        """Validate, compile and contract-check in the sandbox, then store immutably."""
+        uri = body.uri
+        if body.policy_rule_uri is not None and body.policy_rule_uri != uri:
+            raise BadPolicyRequest(
+                f"policy_rule_uri {body.policy_rule_uri!r} does not match name, version and "
+                f"release_tag, which give {uri!r}"
+            )
+        source = self._source(body)
+        document = body.model_dump(exclude={"code_archive"})
+        document.update(code=source, policy_rule_uri=uri)
+        schemas.check_schemas(document)
+        self.evaluator.check(source)  # raises CompileError / InvalidPolicy / ...
+        return self.store.publish(document)
+
+    # -- reading -----------------------------------------------------------------------
+    def get(self, uri: str) -> dict[str, Any]:
+        now = time.monotonic()
+        cached = self._cache.get(uri)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        document = self.store.get(uri)
+        if document is None:
+            raise PolicyNotFound(f"no policy is published as {uri!r}")
+        if self.cache_seconds > 0:
+            with self._lock:
+                self._cache[uri] = (now + self.cache_seconds, document)
+        return document
+
+    def delete(self, uri: str) -> None:
+        with self._lock:
+            self._cache.pop(uri, None)
+        if not self.store.delete(uri):
+            raise PolicyNotFound(f"no policy is published as {uri!r}")
+
+    # -- deciding ----------------------------------------------------------------------
+    def evaluate(self, uri: str, request: EvalRequest) -> Outcome:
+        policy = self.get(uri)
+        outcome = self.evaluator.evaluate(
+            policy,
+            request.input_data,
+            parameters=request.parameters,
+            settings=request.settings,
+            context=request.context,
+        )
+        self.metrics.record_decision(
+            "ok" if outcome.ok else outcome.error_type or "error", outcome.duration_ms / 1000
+        )
+        return outcome

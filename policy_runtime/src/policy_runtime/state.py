@@ -1,0 +1,84 @@
+"""Everything one runtime process holds: database, store, sandbox pool, metrics."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from pymongo import MongoClient
+
+from policy_runtime.config import Settings
+from policy_runtime.evaluation import PolicyEvaluator
+from policy_runtime.metrics import RuntimeMetrics
+from policy_runtime.sandbox.pool import WorkerPool
+from policy_runtime.service import PolicyService
+from policy_runtime.store import database
+from policy_runtime.store.policies import PolicyStore
+
+log = logging.getLogger(__name__)
+
+_HEALTH_INTERVAL_SECONDS = 2.0
+_STARTUP_DB_WAIT_SECONDS = 30.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    client: MongoClient
+    pool: WorkerPool
+    metrics: RuntimeMetrics
+    policies: PolicyService
+    database_healthy: bool = True
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def start(cls, settings: Settings) -> Runtime:
+        client = database.connect(settings.mongo_uri)
+        db = client[settings.db_name]
+        store = PolicyStore(db)
+        _ensure_indexes(store)
+        metrics = RuntimeMetrics()
+        pool = WorkerPool(
+            settings.pool_size,
+            settings.max_memory_mb,
+            queue_timeout_seconds=settings.queue_timeout_seconds,
+            on_restart=metrics.record_restart,
+        ).start()
+        policies = PolicyService(
+            store,
+            PolicyEvaluator(pool, settings.limits),
+            metrics,
+            max_code_bytes=settings.max_code_bytes,
+            cache_seconds=settings.policy_cache_seconds,
+        )
+        runtime = cls(settings, client, pool, metrics, policies)
+        threading.Thread(target=runtime._watch_database, name="db-health", daemon=True).start()
+        return runtime
+
+    def _watch_database(self) -> None:
+        # /healthz reads this flag instead of pinging, so health checks stay cheap.
+        while not self._stop.wait(_HEALTH_INTERVAL_SECONDS):
+            healthy = database.ping(self.client)
+            if healthy != self.database_healthy:
+                log.warning("database %s", "reachable again" if healthy else "unreachable")
+            self.database_healthy = healthy
+
+    def close(self) -> None:
+        self._stop.set()
+        self.pool.close()
+        self.client.close()
+
+
+def _ensure_indexes(store: PolicyStore) -> None:
+    deadline = time.monotonic() + _STARTUP_DB_WAIT_SECONDS
+    while True:
+        try:
+            store.ensure_indexes()
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the database is unreachable: {exc}") from None
+            log.warning("waiting for the database: %s", exc)
+            time.sleep(1.0)
