@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "serve":  # serve configures JSON logs itself
+        logging.basicConfig(format="aios-policy: %(message)s", level=logging.WARNING)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from policy_runtime.evaluation import LimitsConfig
 
 
-class RunMode(str, Enum):
+class RunMode(StrEnum):
     """Which routers a process serves (like the run modes of an appliance install)."""
 
     POLICIES = "policies"

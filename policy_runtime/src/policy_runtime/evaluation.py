@@ -47,6 +47,16 @@ def _since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def _failed(error: PolicyRuntimeError, started: float) -> Outcome:
+    return Outcome(ok=False, error=error.to_dict(), duration_ms=_since(started))
+
+
+def _checked(policy: dict, result: Any, started: float) -> Outcome:
+    """A successful result, once it matches the policy's output schema."""
+    schemas.validate(policy.get("policy_output_schema"), result, what="result", output=True)
+    return Outcome(ok=True, result=result, duration_ms=_since(started))
+
+
 def _positive(settings: dict, key: str, default: float) -> float:
     value = settings.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -61,7 +71,7 @@ class PolicyEvaluator:
         self.pool = pool
         self.limits = limits
 
-    def _call(self, policy: dict, op: str, settings: dict, parameters: dict, **extra: Any) -> Any:
+    def _request(self, policy: dict, op: str, settings: dict, parameters: dict, **extra: Any):
         timeout = min(
             _positive(settings, "timeout_seconds", self.limits.default_timeout_seconds),
             self.limits.max_timeout_seconds,
@@ -70,18 +80,19 @@ class PolicyEvaluator:
             int(_positive(settings, "memory_mb", self.limits.default_memory_mb)),
             self.limits.max_memory_mb,
         )
-        return self.pool.call(
-            PolicyCall(
-                op=op,
-                source=policy["code"],
-                timeout_seconds=timeout,
-                memory_mb=memory,
-                rule_id=policy.get("policy_rule_uri", ""),
-                settings=settings,
-                parameters=parameters,
-                **extra,
-            )
+        return PolicyCall(
+            op=op,
+            source=policy["code"],
+            timeout_seconds=timeout,
+            memory_mb=memory,
+            rule_id=policy.get("policy_rule_uri", ""),
+            settings=settings,
+            parameters=parameters,
+            **extra,
         )
+
+    def _call(self, policy: dict, op: str, settings: dict, parameters: dict, **extra: Any) -> Any:
+        return self.pool.call(self._request(policy, op, settings, parameters, **extra))
 
     def _prepare(self, policy: dict, parameters: dict | None, settings: dict | None) -> tuple:
         merged_settings = {**(policy.get("policy_settings") or {}), **(settings or {})}
@@ -91,6 +102,22 @@ class PolicyEvaluator:
             policy.get("policy_parameters_schema"), merged_parameters, what="parameters"
         )
         return merged_settings, merged_parameters
+
+    def _eval_request(
+        self, policy: dict, input_data: Any, parameters: dict | None, settings: dict | None,
+        context: dict | None,
+    ) -> PolicyCall:
+        """Merge and validate everything an ``eval`` needs; raises InvalidInput."""
+        merged_settings, merged_parameters = self._prepare(policy, parameters, settings)
+        schemas.validate(policy.get("policy_input_schema"), input_data, what="input_data")
+        return self._request(
+            policy,
+            "eval",
+            merged_settings,
+            merged_parameters,
+            input_data=input_data,
+            context={"policy_rule_uri": policy.get("policy_rule_uri", ""), **(context or {})},
+        )
 
     def evaluate(
         self,
@@ -104,20 +131,27 @@ class PolicyEvaluator:
         """Run ``eval``; failures come back as an Outcome with ``ok=False``, never raised."""
         started = time.perf_counter()
         try:
-            merged_settings, merged_parameters = self._prepare(policy, parameters, settings)
-            schemas.validate(policy.get("policy_input_schema"), input_data, what="input_data")
-            result = self._call(
-                policy,
-                "eval",
-                merged_settings,
-                merged_parameters,
-                input_data=input_data,
-                context={"policy_rule_uri": policy.get("policy_rule_uri", ""), **(context or {})},
-            )
-            schemas.validate(policy.get("policy_output_schema"), result, what="result", output=True)
+            call = self._eval_request(policy, input_data, parameters, settings, context)
+            return _checked(policy, self.pool.call(call), started)
         except PolicyRuntimeError as exc:
-            return Outcome(ok=False, error=exc.to_dict(), duration_ms=_since(started))
-        return Outcome(ok=True, result=result, duration_ms=_since(started))
+            return _failed(exc, started)
+
+    async def evaluate_async(
+        self,
+        policy: dict,
+        input_data: Any,
+        *,
+        parameters: dict | None = None,
+        settings: dict | None = None,
+        context: dict | None = None,
+    ) -> Outcome:
+        """evaluate() for an event loop (the HTTP service)."""
+        started = time.perf_counter()
+        try:
+            call = self._eval_request(policy, input_data, parameters, settings, context)
+            return _checked(policy, await self.pool.acall(call), started)
+        except PolicyRuntimeError as exc:
+            return _failed(exc, started)
 
     def manage(
         self, policy: dict, action: str, data: Any, *, parameters: dict | None = None
@@ -130,7 +164,7 @@ class PolicyEvaluator:
                 policy, "manage", merged_settings, merged_parameters, action=action, data=data
             )
         except PolicyRuntimeError as exc:
-            return Outcome(ok=False, error=exc.to_dict(), duration_ms=_since(started))
+            return _failed(exc, started)
         return Outcome(ok=True, result=result, duration_ms=_since(started))
 
     def check(self, source: str) -> dict:

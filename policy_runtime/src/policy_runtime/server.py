@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -29,6 +30,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**{k: v for k, v in flags.items() if v is not None})
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
@@ -47,12 +52,17 @@ def serve(args: argparse.Namespace) -> int:
             settings.host,
             settings.port,
         )
+    # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal to
+    # the handler it found; this one turns it into a clean exit 0, after the finally
+    # below has stopped the embedded database. It also covers signals during start-up.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
     embedded = None
-    if args.embedded_db:
-        embedded = EmbeddedDatabase(Path(args.embedded_db)).start()
-        settings = settings.model_copy(update={"mongo_uri": embedded.uri})
-        log.info("embedded database on port %s, data in %s", embedded.port, args.embedded_db)
     try:
+        if args.embedded_db:
+            embedded = EmbeddedDatabase(Path(args.embedded_db)).start()
+            settings = settings.model_copy(update={"mongo_uri": embedded.uri})
+            log.info("embedded database on port %s, data in %s", embedded.port, args.embedded_db)
         uvicorn.run(
             create_app(settings),
             host=settings.host,

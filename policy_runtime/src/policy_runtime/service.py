@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -16,15 +17,15 @@ from policy_runtime.store.policies import PolicyStore
 _URL = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://\S*\s*$")
 
 
-class PolicyNotFound(Exception):  # noqa: N818
+class PolicyNotFound(Exception):
     """No policy is published under the URI."""
 
 
-class RequestTooLarge(Exception):  # noqa: N818
+class RequestTooLarge(Exception):
     """Part of the request exceeds a configured size limit."""
 
 
-class BadPolicyRequest(Exception):  # noqa: N818
+class BadPolicyRequest(Exception):
     """The publish request is inconsistent; the message says how to fix it."""
 
 
@@ -85,11 +86,17 @@ class PolicyService:
         return self.store.publish(document)
 
     # -- reading -----------------------------------------------------------------------
-    def get(self, uri: str) -> dict[str, Any]:
-        now = time.monotonic()
+    def _cached(self, uri: str) -> dict[str, Any] | None:
         cached = self._cache.get(uri)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        return None
+
+    def get(self, uri: str) -> dict[str, Any]:
+        cached = self._cached(uri)
+        if cached is not None:
+            return cached
+        now = time.monotonic()
         document = self.store.get(uri)
         if document is None:
             raise PolicyNotFound(f"no policy is published as {uri!r}")
@@ -105,9 +112,10 @@ class PolicyService:
             raise PolicyNotFound(f"no policy is published as {uri!r}")
 
     # -- deciding ----------------------------------------------------------------------
-    def evaluate(self, uri: str, request: EvalRequest) -> Outcome:
-        policy = self.get(uri)
-        outcome = self.evaluator.evaluate(
+    async def evaluate(self, uri: str, request: EvalRequest) -> Outcome:
+        """One decision, from the event loop: the database is only asked on a cache miss."""
+        policy = self._cached(uri) or await asyncio.to_thread(self.get, uri)
+        outcome = await self.evaluator.evaluate_async(
             policy,
             request.input_data,
             parameters=request.parameters,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Security
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPBearer
+from fastapi.openapi.utils import get_openapi
 
 from policy_runtime import __version__
 from policy_runtime.api.errors import install_handlers
@@ -20,8 +21,34 @@ ROUTERS_BY_MODE = {
     RunMode.POLICIES: (policies.router, compat.router),
 }
 
-# Documents the bearer scheme in OpenAPI; enforcement is BearerAuthMiddleware's job.
-_bearer = HTTPBearer(auto_error=False, description="the AIOS_API_TOKEN of the runtime")
+# How the API documents its bearer token. Enforcement is BearerAuthMiddleware's job, so
+# the scheme is written into the OpenAPI document instead of being a dependency that
+# FastAPI would solve on every request.
+_SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "the AIOS_API_TOKEN of the runtime (not needed for /healthz, /version)",
+    }
+}
+
+
+def _openapi_with_bearer(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )
+            schema.setdefault("components", {})["securitySchemes"] = _SECURITY_SCHEMES
+            for path, operations in schema["paths"].items():
+                if path not in system.PUBLIC_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -41,12 +68,13 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description="Stores policies and runs them in a RestrictedPython sandbox.",
         lifespan=lifespan,
-        dependencies=[Security(_bearer)],
     )
-    app.include_router(system.router)
+    app.openapi = _openapi_with_bearer(app)  # type: ignore[method-assign]
+    # Routes are matched in order: the busiest (decisions) come first.
     for mode in settings.run_modes:
         for router in ROUTERS_BY_MODE[mode]:
             app.include_router(router)
+    app.include_router(system.router)
     install_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(BearerAuthMiddleware, token=token, exempt=system.PUBLIC_PATHS)

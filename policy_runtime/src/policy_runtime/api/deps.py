@@ -1,4 +1,8 @@
-"""Dependencies shared by the routers."""
+"""Dependencies shared by the routers.
+
+They are ``async`` on purpose: FastAPI runs plain ``def`` dependencies in its thread
+pool, a thread hop per request for what is an attribute lookup.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ from policy_runtime.service import PolicyService
 from policy_runtime.state import Runtime
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def policy_service(request: Request) -> PolicyService:
+async def policy_service(request: Request) -> PolicyService:
     return request.app.state.runtime.policies

@@ -64,7 +64,7 @@ class BearerAuthMiddleware:
         )
 
 
-class _BodyTooLarge(BaseException):  # noqa: N818 - must pass through FastAPI's body parsing
+class _BodyTooLarge(BaseException):
     pass
 
 

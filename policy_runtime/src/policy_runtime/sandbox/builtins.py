@@ -67,7 +67,18 @@ def _guarded_reversed(seq: Any) -> Any:
     return reversed(list(guarded_getiter(seq)))
 
 
-_REMOVED = ("setattr", "delattr")
+# setattr/delattr are replaced below; ``_getattr_`` is RestrictedPython's laxer guard
+# (ours lives in the namespace); the BaseException family that is not an Exception
+# would let a policy stop its worker (SystemExit) or catch the guards' own signals.
+_REMOVED = (
+    "setattr",
+    "delattr",
+    "_getattr_",
+    "BaseException",
+    "GeneratorExit",
+    "KeyboardInterrupt",
+    "SystemExit",
+)
 
 _ADDED: dict[str, Any] = {
     "sorted": _iterating(sorted),

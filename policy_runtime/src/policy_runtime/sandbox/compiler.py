@@ -64,22 +64,31 @@ def _accepts(func: object, args: tuple) -> str | None:
     return None
 
 
+def _contract_error(name: str, shape: str, problem: str) -> InvalidPolicy:
+    return InvalidPolicy(f"{POLICY_CLASS}.{name} must be defined as {name}{shape}: {problem}")
+
+
 def check_contract(namespace: dict) -> PolicyContract:
     """Verify the namespace defines AIOSv1PolicyRule with the expected methods."""
     cls = namespace.get(POLICY_CLASS)
     if not isinstance(cls, type) or not is_policy_class(cls):
-        defined = sorted(k for k, v in namespace.items() if isinstance(v, type) and is_policy_class(v))
+        defined = sorted(
+            k for k, v in namespace.items() if isinstance(v, type) and is_policy_class(v)
+        )
         found = ", ".join(defined) if defined else "no class"
         raise InvalidPolicy(f"the policy must define class {POLICY_CLASS}; it defines {found}")
     for name, args, shape in _CONTRACT:
         method = getattr(cls, name, None)
-        problem = "it is not defined" if method in (None, object.__init__) else _accepts(method, args)
+        if method in (None, object.__init__):
+            problem = "it is not defined"
+        else:
+            problem = _accepts(method, args)
         if problem:
-            raise InvalidPolicy(f"{POLICY_CLASS}.{name} must be defined as {name}{shape}: {problem}")
+            raise _contract_error(name, shape, problem)
     name, args, shape = _OPTIONAL_MANAGEMENT
     management = getattr(cls, name, None)
     if management is not None:
         problem = _accepts(management, args)
         if problem:
-            raise InvalidPolicy(f"{POLICY_CLASS}.{name} must be defined as {name}{shape}: {problem}")
+            raise _contract_error(name, shape, problem)
     return PolicyContract(policy_class=cls, has_management=management is not None)

@@ -19,10 +19,10 @@ from policy_runtime.errors import (
 )
 from policy_runtime.sandbox.builtins import POLICY_BUILTINS, PRINT_GUARD
 from policy_runtime.sandbox.compiler import POLICY_FILENAME, PolicyContract, check_contract
-from policy_runtime.sandbox.guards import GUARDS, GuardViolation
+from policy_runtime.sandbox.guards import GUARDS, GuardViolation, violations
 
 
-class CpuTimeExceeded(BaseException):  # noqa: N818 - reported as Timeout
+class CpuTimeExceeded(BaseException):
     """Raised in the worker when the CPU-time limit signal arrives mid-policy."""
 
 
@@ -49,25 +49,41 @@ def _at(line: int | None) -> str:
     return f" (line {line})" if line else ""
 
 
+def _typed(exc: BaseException) -> PolicyRuntimeError:
+    """The typed error a failure inside policy code is reported as."""
+    if isinstance(exc, PolicyRuntimeError):
+        return exc
+    line = _policy_line(exc.__traceback__)
+    if isinstance(exc, GuardViolation):
+        return SandboxViolation(f"{exc}{_at(line)}", line=line)
+    if isinstance(exc, CpuTimeExceeded):
+        return Timeout("the policy used more CPU time than its limit allows")
+    if isinstance(exc, MemoryError):
+        return MemoryLimit("the policy needed more memory than its limit allows")
+    if isinstance(exc, RecursionError):
+        return PolicyError(f"RecursionError: maximum recursion depth exceeded{_at(line)}")
+    return PolicyError(f"{type(exc).__name__}: {exc}{_at(line)}", line=line)
+
+
 def run_guarded(func: Callable[..., Any], *args: Any) -> Any:
-    """Call into policy code; every failure becomes a typed PolicyRuntimeError."""
+    """Call into policy code; every failure becomes a typed PolicyRuntimeError.
+
+    A guard violation wins over anything else the call did: a policy that swallowed one
+    with a bare ``except:`` still fails with SandboxViolation.
+    """
+    # The guards' violation list is read directly: this runs on every decision.
+    if violations:
+        violations.clear()
+    error: PolicyRuntimeError | None = None
     try:
-        return func(*args)
-    except PolicyRuntimeError:
-        raise
-    except GuardViolation as exc:
-        line = _policy_line(exc.__traceback__)
-        raise SandboxViolation(f"{exc}{_at(line)}", line=line) from None
-    except CpuTimeExceeded:
-        raise Timeout("the policy used more CPU time than its limit allows") from None
-    except MemoryError:
-        raise MemoryLimit("the policy needed more memory than its limit allows") from None
-    except RecursionError as exc:
-        line = _policy_line(exc.__traceback__)
-        raise PolicyError(f"RecursionError: maximum recursion depth exceeded{_at(line)}") from None
-    except Exception as exc:
-        line = _policy_line(exc.__traceback__)
-        raise PolicyError(f"{type(exc).__name__}: {exc}{_at(line)}", line=line) from None
+        result = func(*args)
+    except BaseException as exc:
+        error = _typed(exc)
+    if violations:
+        error = _typed(violations.pop())
+    if error is not None:
+        raise error from None
+    return result
 
 
 def load_policy(code: types.CodeType) -> PolicyContract:
@@ -86,9 +102,23 @@ def evaluate(
     input_data: Any,
     context: dict,
 ) -> Any:
-    """Instantiate the rule and call ``eval`` once; a fresh instance per decision."""
-    instance = run_guarded(policy.policy_class, rule_id, settings, parameters)
-    return run_guarded(instance.eval, parameters, input_data, context)
+    """Instantiate the rule and call ``eval`` once; a fresh instance per decision.
+
+    The same protocol as run_guarded(), written out because it is the hot path.
+    """
+    if violations:
+        violations.clear()
+    error: PolicyRuntimeError | None = None
+    try:
+        instance = policy.policy_class(rule_id, settings, parameters)
+        result = instance.eval(parameters, input_data, context)
+    except BaseException as exc:
+        error = _typed(exc)
+    if violations:
+        error = _typed(violations.pop())
+    if error is not None:
+        raise error from None
+    return result
 
 
 def manage(

@@ -17,25 +17,45 @@ from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
 
-class GuardViolation(BaseException):  # noqa: N818 - reported to callers as SandboxViolation
+class GuardViolation(BaseException):
     """Raised inside policy code when it reaches for something forbidden.
 
-    A ``BaseException`` so that a policy's ``except Exception`` cannot hide the
-    violation from the caller.
+    A ``BaseException`` so that a policy's ``except Exception`` cannot catch it, and
+    recorded when raised so that even a bare ``except:`` cannot hide it: the executor
+    reports the first violation of a call whatever the policy did afterwards.
     """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        if not violations:
+            violations.append(self)
+
+
+# The violations raised during the current call (at most the first one); the executor
+# reads it after every call. Workers run one call at a time, so a module-level list is
+# enough.
+violations: list[GuardViolation] = []
+
+
+def reset_violations() -> None:
+    """Forget violations of earlier calls; called before every call into policy code."""
+    violations.clear()
 
 
 # Objects whose every attribute is an introspection route out of the sandbox
-# (CVE-2023-37271: generator -> frame -> f_back -> f_globals -> builtins).
-_OPAQUE_TYPES: tuple[type, ...] = (
-    types.FrameType,
-    types.CodeType,
-    types.TracebackType,
-    types.GeneratorType,
-    types.CoroutineType,
-    types.AsyncGeneratorType,
-    types.ModuleType,
-    types.CellType,
+# (CVE-2023-37271: generator -> frame -> f_back -> f_globals -> builtins). None of these
+# types can be subclassed, so an exact type test is complete; modules can be, and are
+# tested with isinstance().
+_OPAQUE_TYPES: frozenset[type] = frozenset(
+    {
+        types.FrameType,
+        types.CodeType,
+        types.TracebackType,
+        types.GeneratorType,
+        types.CoroutineType,
+        types.AsyncGeneratorType,
+        types.CellType,
+    }
 )
 
 # Attribute names denied on every object, beyond the ``_`` prefix and RestrictedPython's
@@ -47,6 +67,12 @@ _DENIED_NAMES = frozenset({"format", "format_map", "obj", "mro", "with_traceback
 )
 
 _RAISE = object()
+_ModuleType = types.ModuleType
+
+# Names that passed _check_name. Attribute access is the hottest path of a policy, and
+# the verdict on a name never changes; bounded because getattr() takes computed names.
+_allowed_names: set[str] = set()
+_ALLOWED_NAMES_MAX = 4096
 
 
 def _check_name(name: object) -> str:
@@ -55,20 +81,26 @@ def _check_name(name: object) -> str:
     if type(name) is not str:
         raise GuardViolation("attribute names must be plain strings")
     if name.startswith("_"):
-        raise GuardViolation(f'access to "{name}" is not allowed: names starting with "_" are private')
+        raise GuardViolation(
+            f'access to "{name}" is not allowed: names starting with "_" are private'
+        )
     if name in _DENIED_NAMES:
         raise GuardViolation(f'access to "{name}" is not allowed in policies')
+    if len(_allowed_names) < _ALLOWED_NAMES_MAX:
+        _allowed_names.add(name)
     return name
 
 
 def guarded_getattr(obj: Any, name: object, default: Any = _RAISE) -> Any:
     """``_getattr_`` and the policy-visible ``getattr`` builtin."""
-    checked = _check_name(name)
-    if isinstance(obj, _OPAQUE_TYPES):
+    # The type test comes first: a str subclass must never match a cached plain name.
+    if type(name) is not str or name not in _allowed_names:
+        _check_name(name)
+    if type(obj) in _OPAQUE_TYPES or isinstance(obj, _ModuleType):
         raise GuardViolation(f"attributes of {type(obj).__name__} objects are not accessible")
     if default is _RAISE:
-        return getattr(obj, checked)
-    return getattr(obj, checked, default)
+        return getattr(obj, name)  # type: ignore[arg-type] - checked above
+    return getattr(obj, name, default)  # type: ignore[arg-type]
 
 
 def guarded_hasattr(obj: Any, name: object) -> bool:
@@ -80,9 +112,8 @@ def guarded_hasattr(obj: Any, name: object) -> bool:
     return True
 
 
-def guarded_getitem(obj: Any, key: Any) -> Any:
-    """``_getitem_``: item access has no hidden route, so it is plain indexing."""
-    return obj[key]
+# ``_getitem_``: item access has no hidden route, so it is plain indexing (in C).
+guarded_getitem = operator.getitem
 
 
 def guarded_getiter(obj: Any) -> Any:
@@ -93,7 +124,14 @@ def guarded_getiter(obj: Any) -> Any:
 # Classes created by policy code (through ``__metaclass__``). Only their instances, and
 # plain containers, may be written to: shared objects such as classes of the allowed
 # modules must never change, or one policy could poison the next one in the same worker.
-_policy_classes: weakref.WeakSet[type] = weakref.WeakSet()
+# Keyed by id() for speed; the weak reference proves the id was not reused by another
+# class after a policy class was collected.
+_policy_classes: dict[int, weakref.ref[type]] = {}
+
+
+def _forget_policy_class(key: int, ref: weakref.ref[type]) -> None:
+    if _policy_classes.get(key) is ref:
+        del _policy_classes[key]
 
 _WRITABLE_TYPES = frozenset({dict, list, set, bytearray})
 
@@ -103,20 +141,27 @@ def policy_class_factory(name: str, bases: tuple, namespace: dict, **kwargs: Any
     if kwargs:
         raise GuardViolation("class keyword arguments are not allowed in policies")
     cls = type(name, bases, namespace)
-    _policy_classes.add(cls)
+    key = id(cls)
+    _policy_classes[key] = weakref.ref(cls, lambda ref: _forget_policy_class(key, ref))
     return cls
 
 
-def is_policy_class(cls: type) -> bool:
-    return cls in _policy_classes
+def is_policy_class(cls: object) -> bool:
+    ref = _policy_classes.get(id(cls))
+    return ref is not None and ref() is cls
 
 
 def guarded_write(obj: Any) -> Any:
     """``_write_``: allow changes only to containers and the policy's own objects."""
     cls = type(obj)
-    if cls in _WRITABLE_TYPES or is_policy_class(cls):
+    if cls in _WRITABLE_TYPES:
         return obj
-    if isinstance(obj, type) and is_policy_class(obj):
+    # is_policy_class() of the class and of the object itself, inlined: this is hot.
+    ref = _policy_classes.get(id(cls))
+    if ref is not None and ref() is cls:
+        return obj
+    ref = _policy_classes.get(id(obj))
+    if ref is not None and ref() is obj:
         return obj
     # Instances of the container classes of the allowed ``collections`` module
     # (OrderedDict, Counter, deque, ...) are always fresh objects the policy created:

@@ -8,12 +8,14 @@ else of the module can be reached through it.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import sys
 import types
 from collections.abc import Iterable
 from typing import Any
 
-from policy_runtime.sandbox.guards import GuardViolation
+from policy_runtime.sandbox.guards import GuardViolation, is_policy_class
 
 # ``None`` means every public name of the module (``__all__`` where it has one, else names
 # without a leading underscore), minus submodules and the names in _EXCLUDED.
@@ -64,8 +66,28 @@ _EXCLUDED: dict[str, frozenset[str]] = {
 }
 
 
+
+def _total_ordering_for_policy_classes(cls: type) -> type:
+    # functools.total_ordering setattr()s on the class it is given, outside ``_write_``:
+    # given a class of an allowed module it would change that class for every policy.
+    if not (isinstance(cls, type) and is_policy_class(cls)):
+        raise GuardViolation("total_ordering may only decorate classes the policy defines")
+    return functools.total_ordering(cls)
+
+
+# Names whose real function needs a guard in front of it.
+_REPLACED: dict[str, dict[str, Any]] = {
+    "functools": {"total_ordering": _total_ordering_for_policy_classes},
+}
+
+
 class ModuleProxy:
-    """A read-only view of the allowed names of one module."""
+    """A read-only view of the allowed names of one module.
+
+    It must never answer ``__name__``: ``from json import decoder`` falls back to
+    ``sys.modules[f"{module.__name__}.decoder"]`` when the attribute lookup fails, which
+    would hand out the real submodule.
+    """
 
     __slots__ = ("_members", "_name")
 
@@ -120,7 +142,7 @@ def _build_proxy(name: str) -> ModuleProxy:
     for attr in names:
         if attr in excluded or attr.startswith("_"):
             continue
-        value = getattr(module, attr)
+        value = _REPLACED.get(name, {}).get(attr) or getattr(module, attr)
         if isinstance(value, types.ModuleType):
             continue
         members[attr] = value
@@ -132,12 +154,22 @@ PROXIES: dict[str, ModuleProxy] = {name: _build_proxy(name) for name in ALLOWED_
 
 def guarded_import(
     name: str,
-    globals: dict | None = None,  # noqa: A002 - the signature of builtins.__import__
-    locals: dict | None = None,  # noqa: A002
-    fromlist: tuple = (),
+    globals: dict | None = None,
+    locals: dict | None = None,
+    fromlist: tuple | list | None = (),
     level: int = 0,
-) -> ModuleProxy:
-    """``__import__`` of restricted code: allowed modules only, as proxies."""
+) -> ModuleProxy | None:
+    """``__import__`` of restricted code: allowed modules only, as proxies.
+
+    C code that runs on a policy's behalf (``datetime.strftime`` needs ``time``) imports
+    through the same ``__import__`` (``PyImport_Import``) with a *list* as ``fromlist``,
+    which policy source cannot produce: the ``import`` statement passes None or a tuple,
+    and the name ``__import__`` is off limits. That caller reads the module from
+    ``sys.modules`` itself and ignores what we return, so such imports of modules the
+    worker has already loaded get ``None`` and nothing leaks.
+    """
+    if type(fromlist) is list and name in sys.modules:
+        return None
     if level != 0:
         raise GuardViolation("relative imports are not allowed in policies")
     proxy = PROXIES.get(name)

@@ -3,20 +3,27 @@
 Each evaluation takes an idle worker, sends it one request and waits for the answer with
 a wall-clock deadline. A worker that overruns, runs out of memory or dies is killed and
 replaced in the background, and the caller gets a typed error; the pool keeps serving.
+
+Threads call ``call()``; the HTTP service calls ``acall()`` from its event loop, which
+waits for the worker's answer without tying up a thread. Both share one FIFO of
+waiting callers, so neither kind can starve the other.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import hashlib
 import logging
 import os
-import queue
 import select
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +31,6 @@ from typing import Any
 from policy_runtime.errors import (
     MemoryLimit,
     PolicyError,
-    PolicyRuntimeError,
     Timeout,
     error_from_dict,
 )
@@ -39,13 +45,15 @@ _START_TIMEOUT_SECONDS = 60.0
 _RECYCLE_AFTER = (Timeout, MemoryLimit)
 # Remembered shas per worker; must not exceed the worker's own cache size.
 _KNOWN_SHAS = 100
+# Requests larger than a pipe buffer are written from a thread, not the event loop.
+_PIPE_BUFFER_BYTES = 64 * 1024
 
 
-class PoolBusy(Exception):  # noqa: N818
+class PoolBusy(Exception):
     """No worker became free within the queue timeout."""
 
 
-class PoolClosed(Exception):  # noqa: N818
+class PoolClosed(Exception):
     """The pool has been shut down."""
 
 
@@ -80,6 +88,48 @@ class _Worker:
         payload = protocol.read_frame(fd)
         return None if payload is None else protocol.decode(payload)
 
+    async def send_async(self, message: dict) -> None:
+        assert self.proc.stdin is not None
+        payload = protocol.encode(message)
+        if len(payload) < _PIPE_BUFFER_BYTES:  # fits the idle worker's pipe: never blocks
+            protocol.write_frame(self.proc.stdin.fileno(), payload)
+        else:
+            await asyncio.to_thread(protocol.write_frame, self.proc.stdin.fileno(), payload)
+
+    async def receive_async(self, deadline: float) -> dict | None:
+        """receive() for the event loop: read as data arrives, never blocking the loop."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bytes | None] = loop.create_future()
+        frames = protocol.FrameAssembler()
+
+        def on_readable() -> None:
+            if answer.done():
+                return
+            try:
+                chunk = os.read(fd, 1 << 20)  # readable: returns at once
+                payload = frames.feed(chunk) if chunk else None
+            except (OSError, protocol.FrameError) as exc:
+                answer.set_exception(exc)
+                return
+            if not chunk or payload is not None:
+                answer.set_result(payload)
+
+        def on_deadline() -> None:
+            if not answer.done():
+                answer.set_exception(TimeoutError())
+
+        loop.add_reader(fd, on_readable)
+        # A plain timer rather than asyncio.wait_for(), which costs more per call.
+        timer = loop.call_later(max(0.0, deadline - time.monotonic()), on_deadline)
+        try:
+            payload = await answer
+        finally:
+            timer.cancel()
+            loop.remove_reader(fd)
+        return None if payload is None else protocol.decode(payload)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -105,7 +155,7 @@ class PolicyCall:
     action: str = ""
     data: Any = None
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.source.encode()).hexdigest()
 
@@ -127,8 +177,10 @@ class WorkerPool:
         self.max_memory_mb = max_memory_mb
         self.queue_timeout_seconds = queue_timeout_seconds
         self._on_restart = on_restart or (lambda reason: None)
-        # LIFO keeps the most recently used (warmest) workers busy.
-        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        # A stack: the most recently used (warmest) worker goes out first.
+        self._idle: list[_Worker] = []
+        # Callers waiting for a worker, first come first served (threads and coroutines).
+        self._waiters: deque[concurrent.futures.Future[_Worker]] = deque()
         self._all: set[_Worker] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -150,6 +202,12 @@ class WorkerPool:
             self._closed = True
             workers = list(self._all)
             self._all.clear()
+            self._idle.clear()
+            waiters = list(self._waiters)
+            self._waiters.clear()
+        for waiter in waiters:
+            if waiter.set_running_or_notify_cancel():
+                waiter.set_exception(PoolClosed("the sandbox pool is shut down"))
         for worker in workers:
             worker.kill()
 
@@ -195,7 +253,7 @@ class WorkerPool:
                 worker.kill()
                 return
             self._all.add(worker)
-        self._idle.put(worker)
+        self._release(worker)
 
     def _replace(self, worker: _Worker, reason: str) -> None:
         with self._lock:
@@ -205,33 +263,102 @@ class WorkerPool:
         log.warning("sandbox worker %s replaced: %s", worker.pid, reason)
         threading.Thread(target=self._add_worker, daemon=True).start()
 
-    # -- calls ------------------------------------------------------------------------
-    def _acquire(self) -> _Worker:
-        if self._closed:
-            raise PoolClosed("the sandbox pool is shut down")
-        try:
-            return self._idle.get(timeout=self.queue_timeout_seconds)
-        except queue.Empty:
-            raise PoolBusy(
-                f"all {self.size} sandbox workers stayed busy for "
-                f"{self.queue_timeout_seconds:g} s; retry later or raise AIOS_POOL_SIZE"
-            ) from None
+    # -- handing workers out -----------------------------------------------------------
+    def _take_or_wait(self) -> _Worker | concurrent.futures.Future[_Worker]:
+        """An idle worker, or a future that a released worker will complete."""
+        with self._lock:
+            if self._closed:
+                raise PoolClosed("the sandbox pool is shut down")
+            if self._idle and not self._waiters:
+                return self._idle.pop()
+            waiter: concurrent.futures.Future[_Worker] = concurrent.futures.Future()
+            self._waiters.append(waiter)
+            return waiter
 
+    def _release(self, worker: _Worker) -> None:
+        """Hand a healthy worker to the longest waiting caller, else make it idle."""
+        with self._lock:
+            if self._closed:
+                self._all.discard(worker)
+            while self._waiters and not self._closed:
+                waiter = self._waiters.popleft()
+                if waiter.set_running_or_notify_cancel():  # False: that caller gave up
+                    waiter.set_result(worker)
+                    return
+            if not self._closed:
+                self._idle.append(worker)
+                return
+        worker.kill()  # returned after close()
+
+    def _busy(self) -> PoolBusy:
+        return PoolBusy(
+            f"all {self.size} sandbox workers stayed busy for "
+            f"{self.queue_timeout_seconds:g} s; retry later or raise AIOS_POOL_SIZE"
+        )
+
+    def _acquire(self) -> _Worker:
+        taken = self._take_or_wait()
+        if isinstance(taken, _Worker):
+            return taken
+        try:
+            return taken.result(timeout=self.queue_timeout_seconds)
+        except concurrent.futures.TimeoutError:
+            if taken.cancel():
+                raise self._busy() from None
+            return taken.result()  # a worker arrived as we gave up: use it
+
+    async def _acquire_async(self) -> _Worker:
+        taken = self._take_or_wait()
+        if isinstance(taken, _Worker):
+            return taken
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(taken)), self.queue_timeout_seconds
+            )
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            if taken.cancel():
+                if isinstance(exc, TimeoutError):
+                    raise self._busy() from None
+                raise
+            worker = taken.result()  # a worker arrived as we gave up
+            if isinstance(exc, asyncio.CancelledError):
+                self._release(worker)
+                raise
+            return worker
+
+    # -- calls ------------------------------------------------------------------------
     def call(self, call: PolicyCall) -> Any:
         """Run one call in a worker; return its result or raise a typed error."""
         worker = self._acquire()
         try:
             answer = self._exchange(worker, call)
-        except TimeoutError:
+        except BaseException as exc:  # _failed() decides
+            answer = self._failed(worker, call, exc)
+        return self._settle(worker, answer)
+
+    async def acall(self, call: PolicyCall) -> Any:
+        """call() for an event loop: no thread waits while the policy runs."""
+        worker = await self._acquire_async()
+        try:
+            answer = await self._exchange_async(worker, call)
+        except BaseException as exc:  # _failed() decides
+            answer = self._failed(worker, call, exc)
+        return self._settle(worker, answer)
+
+    def _failed(self, worker: _Worker, call: PolicyCall, exc: BaseException) -> None:
+        """Handle an exchange that broke off; None (a dead worker) when that is what it was."""
+        if isinstance(exc, TimeoutError):
             self._replace(worker, "timeout")
             raise Timeout(
                 f"the policy did not finish within {call.timeout_seconds:g} s and was stopped"
             ) from None
-        except OSError:  # the pipe broke: the worker is gone
-            answer = None
-        except BaseException:
-            self._replace(worker, "interrupted")
-            raise
+        if isinstance(exc, OSError):  # the pipe broke: the worker is gone
+            return None
+        self._replace(worker, "interrupted")  # e.g. the caller was cancelled mid-call
+        raise exc
+
+    def _settle(self, worker: _Worker, answer: dict | None) -> Any:
+        """The worker's answer as a result or a typed error; the worker goes back or away."""
         if answer is None:
             code = worker.proc.wait()
             if code == -signal.SIGXCPU:
@@ -243,21 +370,21 @@ class WorkerPool:
                 "the policy was not evaluated"
             )
         if answer.get("ok"):
-            self._idle.put(worker)
+            self._release(worker)
             return answer["result"]
         error = error_from_dict(answer.get("error") or {})
         if isinstance(error, _RECYCLE_AFTER):
             self._replace(worker, error.type_name.lower())
         else:
-            self._idle.put(worker)
+            self._release(worker)
         raise error
 
-    def _exchange(self, worker: _Worker, call: PolicyCall) -> dict | None:
-        sha = call.sha256
-        message = {
+    @staticmethod
+    def _message(worker: _Worker, call: PolicyCall) -> dict:
+        return {
             "op": call.op,
-            "sha": sha,
-            "source": None if sha in worker.known else call.source,
+            "sha": call.sha256,
+            "source": None if call.sha256 in worker.known else call.source,
             "timeout": call.timeout_seconds,
             "memory_mb": call.memory_mb,
             "rule_id": call.rule_id,
@@ -268,6 +395,16 @@ class WorkerPool:
             "action": call.action,
             "data": call.data,
         }
+
+    @staticmethod
+    def _remember(worker: _Worker, call: PolicyCall, answer: dict | None) -> None:
+        if answer is not None and "error" not in answer:
+            worker.known.add(call.sha256)
+            if len(worker.known) > _KNOWN_SHAS:
+                worker.known.clear()
+
+    def _exchange(self, worker: _Worker, call: PolicyCall) -> dict | None:
+        message = self._message(worker, call)
         deadline = time.monotonic() + call.timeout_seconds + _IPC_GRACE_SECONDS
         for _ in range(2):
             worker.send(message)
@@ -275,20 +412,17 @@ class WorkerPool:
             if answer is None or not answer.get("need_source"):
                 break
             message["source"] = call.source  # the worker evicted it: send it once more
-        if answer is not None and "error" not in answer:
-            worker.known.add(sha)
-            if len(worker.known) > _KNOWN_SHAS:
-                worker.known.clear()
+        self._remember(worker, call, answer)
         return answer
 
-
-def run_call(pool: WorkerPool, call: PolicyCall) -> tuple[bool, Any, float]:
-    """``(ok, result or error dict, duration_ms)`` of one call, never raising typed errors."""
-    started = time.perf_counter()
-    try:
-        result = pool.call(call)
-        ok = True
-    except PolicyRuntimeError as exc:
-        result = exc.to_dict()
-        ok = False
-    return ok, result, (time.perf_counter() - started) * 1000
+    async def _exchange_async(self, worker: _Worker, call: PolicyCall) -> dict | None:
+        message = self._message(worker, call)
+        deadline = time.monotonic() + call.timeout_seconds + _IPC_GRACE_SECONDS
+        for _ in range(2):
+            await worker.send_async(message)
+            answer = await worker.receive_async(deadline)
+            if answer is None or not answer.get("need_source"):
+                break
+            message["source"] = call.source
+        self._remember(worker, call, answer)
+        return answer

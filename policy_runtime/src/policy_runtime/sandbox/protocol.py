@@ -57,3 +57,23 @@ def read_frame(fd: int) -> bytes | None:
     if payload is None:
         return None
     return payload
+
+
+class FrameAssembler:
+    """Collects bytes as they arrive on a non-blocking reader and yields whole frames."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> bytes | None:
+        """Add data; the payload once a whole frame has arrived, else None."""
+        self._buffer += data
+        if len(self._buffer) < _HEADER.size:
+            return None
+        (size,) = _HEADER.unpack_from(self._buffer)
+        if size > MAX_FRAME_BYTES:
+            raise FrameError(f"frame of {size} bytes exceeds the {MAX_FRAME_BYTES} byte limit")
+        end = _HEADER.size + size
+        if len(self._buffer) < end:
+            return None
+        return bytes(self._buffer[_HEADER.size:end])

@@ -27,7 +27,7 @@ CACHE_SIZE = 128
 
 # Modules the allowed API imports lazily; importing them now keeps file access and
 # import machinery out of evaluations.
-_PRELOAD = ("_strptime", "encodings.idna", "json.decoder", "json.encoder", "decimal")
+_PRELOAD = ("_strptime", "time", "encodings.idna", "json.decoder", "json.encoder", "decimal")
 
 
 def _on_sigxcpu(signum: int, frame: object) -> None:
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     out_fd = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
-    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    sys.stdout = open(os.devnull, "w")
 
     for name in _PRELOAD:
         __import__(name)
@@ -126,12 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     baseline = apply_process_limits(args.max_memory_mb)
     worker = Worker(baseline)
-    protocol.write_frame(out_fd, protocol.encode({"ready": True, "pid": os.getpid()}))
-    while True:
-        payload = protocol.read_frame(0)
-        if payload is None:  # the parent closed the pipe or died
-            return 0
-        protocol.write_frame(out_fd, worker.handle(protocol.decode(payload)))
+    try:
+        protocol.write_frame(out_fd, protocol.encode({"ready": True, "pid": os.getpid()}))
+        while True:
+            payload = protocol.read_frame(0)
+            if payload is None:  # the parent closed the pipe or died
+                return 0
+            protocol.write_frame(out_fd, worker.handle(protocol.decode(payload)))
+    except BrokenPipeError:  # the parent went away while we answered: nothing to report
+        return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pymongo import MongoClient
 
 # Fail fast when the database is away: requests answer 503 instead of hanging.
-_TIMEOUTS_MS = {"serverSelectionTimeoutMS": 3000, "connectTimeoutMS": 3000, "socketTimeoutMS": 10000}
+_TIMEOUTS_MS = {
+    "serverSelectionTimeoutMS": 3000,
+    "connectTimeoutMS": 3000,
+    "socketTimeoutMS": 10000,
+}
 
 
 def connect(uri: str) -> MongoClient:

@@ -58,7 +58,7 @@ async def delete_policy(uri: str, service: Service) -> JSONResponse:
 async def execute_policy(body: ExecutePolicyRequest, service: Service) -> JSONResponse:
     request = EvalRequest(input_data=body.input_data, parameters=body.parameters or {})
     try:
-        outcome = await run_in_threadpool(service.evaluate, body.policy_rule_uri, request)
+        outcome = await service.evaluate(body.policy_rule_uri, request)
     except Exception as exc:
         if status_for(exc) == 500:
             raise

@@ -1,0 +1,73 @@
+"""Settings from the environment: parsing, token resolution, limit caps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from policy_runtime.config import ConfigError, RunMode, Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("AIOS_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_are_safe() -> None:
+    settings = Settings()
+    assert settings.host == "127.0.0.1"
+    assert settings.run_modes == [RunMode.POLICIES]
+    assert settings.max_body_bytes == 1024 * 1024 and settings.max_code_bytes == 256 * 1024
+    with pytest.raises(ConfigError, match="AIOS_API_TOKEN"):
+        settings.resolve_token()
+
+
+def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIOS_RUN_MODES", " policies , ")
+    monkeypatch.setenv("AIOS_API_TOKEN", "abc")
+    monkeypatch.setenv("AIOS_POOL_SIZE", "3")
+    settings = Settings()
+    assert settings.run_modes == [RunMode.POLICIES]
+    assert settings.pool_size == 3
+    assert settings.resolve_token() == "abc"
+    assert "abc" not in repr(settings), "the token must not appear in logs or reprs"
+
+
+def test_unknown_run_mode_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIOS_RUN_MODES", "policies,bogus")
+    with pytest.raises(ValidationError, match="run_modes"):
+        Settings()
+
+
+def test_token_file(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("  from-file \n")
+    assert Settings(api_token_file=path).resolve_token() == "from-file"
+    path.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        Settings(api_token_file=path).resolve_token()
+
+
+def test_insecure_mode_has_no_token() -> None:
+    assert Settings(insecure_no_auth=True).resolve_token() is None
+
+
+def test_defaults_never_exceed_caps() -> None:
+    limits = Settings(default_timeout_seconds=60, max_timeout_seconds=5,
+                      default_memory_mb=4096, max_memory_mb=512).limits
+    assert limits.default_timeout_seconds == 5 and limits.default_memory_mb == 512
+
+
+def test_every_setting_is_documented() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [
+        f"AIOS_{name.upper()}" for name in Settings.model_fields
+        if f"`AIOS_{name.upper()}`" not in readme
+    ]
+    assert not missing, f"document these settings in policy_runtime/README.md: {missing}"

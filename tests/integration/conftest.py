@@ -1,0 +1,1 @@
+"""Collection-level integration tests run from the repository root with the .venv python."""
