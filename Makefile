@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 LOCAL_DIR := build/local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run stop test lint test-runtime test-integration bench clean
+.PHONY: help venv collection-link run stop test lint test-runtime test-unit test-integration bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -26,28 +26,38 @@ $(STAMP): policy_runtime/pyproject.toml requirements-dev.txt
 
 venv: $(STAMP) ## create .venv with everything installed
 
+COLLECTION_LINK := build/collections/ansible_collections/aios/platform
+collection-link: ## make this checkout the aios.platform collection for ansible (see ansible.cfg)
+	@mkdir -p $(dir $(COLLECTION_LINK))
+	@test -e $(COLLECTION_LINK) || ln -s ../../../.. $(COLLECTION_LINK)
+
 run: $(STAMP) ## start the runtime locally, publish and evaluate the sample policies
 	$(BIN)/python scripts/run_local.py --dir $(LOCAL_DIR)
 
 stop: ## stop what `make run` started
 	@$(BIN)/python scripts/run_local.py --dir $(LOCAL_DIR) --stop
 
-lint: $(STAMP) ## ruff, hadolint, yamllint
-	$(BIN)/ruff check policy_runtime bench scripts tests
+lint: $(STAMP) collection-link ## ruff, hadolint, yamllint, ansible-lint (production profile)
+	$(BIN)/ruff check policy_runtime plugins bench scripts tests
 	$(BIN)/hadolint --config policy_runtime/.hadolint.yaml policy_runtime/Dockerfile
 	$(BIN)/yamllint --strict .
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production
 
 test-runtime: $(STAMP) ## the policy runtime's test suite (real worker pool, database, server)
 	cd policy_runtime && ../$(BIN)/python -m pytest
 
-test-integration: $(STAMP) ## end-to-end tests of the repository's entry points
+test-unit: $(STAMP) collection-link ## unit tests of the collection's plugins
+	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
+
+test-integration: $(STAMP) collection-link ## render + validation of manifests, `make run` end to end
 	$(BIN)/python -m pytest -p no:cacheprovider tests/integration
 
-test: lint test-runtime test-integration ## the whole test suite
+test: lint test-unit test-runtime test-integration ## the whole test suite
 
-bench: $(STAMP) ## print decision latency and HTTP throughput figures
+bench: $(STAMP) collection-link ## print decision latency, HTTP throughput and render time figures
 	$(BIN)/python bench/decision_latency.py
 	$(BIN)/python bench/http_decisions.py
+	$(BIN)/python bench/render.py
 
 clean: stop ## remove build output (keeps .venv)
 	rm -rf build

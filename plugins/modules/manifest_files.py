@@ -1,0 +1,129 @@
+#!/usr/bin/python
+# Copyright: AIOS platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: manifest_files
+short_description: Write Kubernetes manifests into a directory, one file each
+version_added: 0.1.0
+description:
+  - Writes each manifest as C(<dest>/<kind>-<name>.yaml) (kind lower-cased), with sorted keys so that
+    rendering twice gives identical files. Used by the render mode of the collection's roles.
+  - Only files whose content changes are written; the result lists them.
+options:
+  dest:
+    description: Directory to write into; created when missing.
+    type: path
+    required: true
+  manifests:
+    description: The manifests, each a mapping with C(kind) and C(metadata.name).
+    type: list
+    elements: dict
+    required: true
+  mode:
+    description: Permissions of the written files.
+    type: raw
+    default: "0644"
+author:
+  - AIOS platform contributors
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Render the registries manifests
+  aios.platform.manifest_files:
+    dest: build/manifests/registries
+    manifests: "{{ registries_manifests }}"
+"""
+
+RETURN = r"""
+files:
+  description: Every file the manifests map to.
+  type: list
+  elements: str
+  returned: always
+written:
+  description: The files whose content changed (or would change in check mode).
+  type: list
+  elements: str
+  returned: always
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - PyYAML ships with ansible-core
+    yaml = None
+
+
+def file_name(manifest):
+    """``<kind>-<name>.yaml``; ValueError naming what is missing."""
+    kind = manifest.get("kind")
+    name = (manifest.get("metadata") or {}).get("name")
+    if not kind or not name:
+        raise ValueError("every manifest needs kind and metadata.name; got kind=%r name=%r" % (kind, name))
+    return "%s-%s.yaml" % (kind.lower(), name)
+
+
+def render(manifest):
+    return yaml.safe_dump(manifest, default_flow_style=False, sort_keys=True, indent=2)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            dest=dict(type="path", required=True),
+            manifests=dict(type="list", elements="dict", required=True),
+            mode=dict(type="raw", default="0644"),
+        ),
+        supports_check_mode=True,
+    )
+    if yaml is None:
+        module.fail_json(msg="PyYAML is required on the host that renders the manifests")
+    dest = module.params["dest"]
+    files, written, seen = [], [], {}
+    for manifest in module.params["manifests"]:
+        try:
+            name = file_name(manifest)
+        except ValueError as exc:
+            module.fail_json(msg=str(exc))
+        if name in seen:
+            module.fail_json(msg="two manifests map to %s in %s" % (name, dest))
+        seen[name] = True
+        path = os.path.join(dest, name)
+        files.append(path)
+        content = render(manifest)
+        try:
+            with open(path, "r") as handle:
+                unchanged = handle.read() == content
+        except (IOError, OSError):
+            unchanged = False
+        if unchanged:
+            continue
+        written.append(path)
+        if not module.check_mode:
+            if not os.path.isdir(dest):
+                os.makedirs(dest)
+            tmp = path + ".tmp"
+            with open(tmp, "w") as handle:
+                handle.write(content)
+            os.rename(tmp, path)
+            module.set_fs_attributes_if_different(
+                module.load_file_common_arguments(dict(path=path, mode=module.params["mode"])), False
+            )
+    module.exit_json(changed=bool(written), files=files, written=written)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Render playbooks/site.yml into a directory (render mode: no cluster, no kubeconfig).
+
+``python scripts/render_site.py DIR [-e KEY=VALUE ...]`` from the checkout; the tests and
+``bench/render.py`` use its functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COLLECTIONS = REPO / "build" / "collections"
+
+
+def link_collection() -> None:
+    """Make the checkout importable as aios.platform (what `make collection-link` does)."""
+    link = COLLECTIONS / "ansible_collections" / "aios" / "platform"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(REPO, target_is_directory=True)
+
+
+def render_site(directory: Path, extra_vars: dict | None = None) -> subprocess.CompletedProcess:
+    link_collection()
+    variables = {"aios_render_dir": str(directory), **(extra_vars or {})}
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    bin_dir = Path(sys.executable).parent
+    return subprocess.run(
+        [str(bin_dir / "ansible-playbook"), "-i", "localhost,",
+         str(REPO / "playbooks" / "site.yml"),
+         "-e", json.dumps({"ansible_python_interpreter": sys.executable,
+                           "ansible_connection": "local", **variables})],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+
+
+def manifests(directory: Path) -> dict[Path, dict]:
+    return {p: yaml.safe_load(p.read_text()) for p in sorted(directory.rglob("*.yaml"))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("-e", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra variable, value parsed as YAML")
+    args = parser.parse_args()
+    extra = {}
+    for item in args.extra:
+        key, _, value = item.partition("=")
+        extra[key] = yaml.safe_load(value)
+    done = render_site(args.directory.resolve(), extra)
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    return done.returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""Render mode end to end: every manifest valid, the seed's tables exactly, deterministic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+from render_site import manifests, render_site
+
+# Copied from seeds/000 (the management-cluster install) on purpose: a typo in a role's
+# table must fail here. (namespace, service, port, NodePort or None)
+SEED_SERVICES = [
+    ("registries", "blocks-db-svc", 3001, 30100),
+    ("registries", "clusters-db-service", 3000, 30101),
+    ("registries", "policies-system", 10000, 30102),
+    ("registries", "vdag-db-svc", 10501, 30103),
+    ("registries", "assets-db-registry-svc", 4000, 30104),
+    ("registries", "adhoc-server-registry-svc", 6000, 30105),
+    ("registries", "templates-registry-svc", 9000, 30106),
+    ("registries", "spec-registry-svc", 8000, 30107),
+    ("registries", "tasks-db-svc", 8000, 30108),
+    ("registries", "containers-registry-svc", 8000, 30109),
+    ("registries", "layers-registry-svc", 8002, 30110),
+    ("registries", "splits-runners-registry-svc", 8001, 30111),
+    ("registries", "components-registry-svc", 4000, 30112),
+    ("utils", "search-server", 12000, 30150),
+    ("utils", "resource-allocator", 8765, 30151),
+    ("utils", "resource-allocator", 7777, None),
+    ("utils", "vdag-processor", 10500, None),
+    ("utils", "failure-notifier", 5000, None),
+    ("metrics-system", "metrics-redis", 6379, 30200),
+    ("metrics-system", "global-block-metrics", 8889, 30201),
+    ("metrics-system", "global-cluster-metrics", 8888, 30202),
+    ("metrics-system", "global-vdag-metrics", 8890, 30203),
+    ("services", "parser", 8000, 30500),
+    ("services", "cluster-controller-gateway", 5000, 30600),
+]
+KUBERNETES_VERSIONS = ["1.29.0", "1.33.0"]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, dict]:
+    directory = tmp_path_factory.mktemp("manifests")
+    done = render_site(directory)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return manifests(directory)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_manifest_is_strictly_valid(rendered: dict[Path, dict], version: str) -> None:
+    assert len(rendered) > 50
+    for path, manifest in rendered.items():
+        try:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{path.name} is not valid for Kubernetes {version}: {exc.message}")
+
+
+def test_files_are_named_role_kind_name(rendered: dict[Path, dict]) -> None:
+    for path, manifest in rendered.items():
+        assert path.name == f"{manifest['kind'].lower()}-{manifest['metadata']['name']}.yaml"
+    roles = {path.parent.name for path in rendered}
+    assert roles == {"registry_db", "registries", "utils", "metrics_db", "metrics", "core_services"}
+
+
+def test_services_match_the_seed_tables(rendered: dict[Path, dict]) -> None:
+    services = {
+        (m["metadata"]["namespace"], m["metadata"]["name"]): m
+        for m in rendered.values() if m["kind"] == "Service"
+    }
+    found = []
+    for (namespace, name), service in services.items():
+        for port in service["spec"]["ports"]:
+            found.append((namespace, name, port["port"], port.get("nodePort")))
+    missing = [row for row in SEED_SERVICES if row not in found]
+    assert not missing, f"services of the seed not rendered as specified: {missing}"
+    claimed = [row[3] for row in found if row[3] is not None]
+    assert len(claimed) == len(set(claimed)), "a NodePort is claimed twice"
+    assert sorted(claimed) == sorted(row[3] for row in SEED_SERVICES if row[3])
+
+
+def test_every_container_is_hardened(rendered: dict[Path, dict]) -> None:
+    for path, manifest in rendered.items():
+        spec = manifest.get("spec", {})
+        pod = (spec.get("template") or {}).get("spec") or (
+            spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec")
+        )
+        if not pod:
+            continue
+        assert pod["securityContext"]["runAsNonRoot"] is True, path.name
+        for container in pod["containers"]:
+            resources = container["resources"]
+            assert resources["requests"] and resources["limits"], path.name
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, path.name
+            if manifest["kind"] in ("Deployment", "StatefulSet"):
+                assert "readinessProbe" in container and "livenessProbe" in container, path.name
+
+
+def test_registry_database_keeps_the_seed_names(rendered: dict[Path, dict]) -> None:
+    by_name = {(m["kind"], m["metadata"]["name"]): m for m in rendered.values()}
+    statefulset = by_name[("StatefulSet", "registry")]
+    assert statefulset["metadata"]["namespace"] == "registries"
+    assert statefulset["spec"]["replicas"] == 3
+    assert statefulset["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
+        "storage": "10Gi"
+    }
+    affinity = statefulset["spec"]["template"]["spec"]["affinity"]
+    term = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["nodeSelectorTerms"][0]["matchExpressions"][0] == {
+        "key": "registry", "operator": "In", "values": ["yes"]
+    }
+    assert affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0][
+        "topologyKey"] == "kubernetes.io/hostname"
+    assert ("Job", "registry-init-client") in by_name
+    assert "rs0" in by_name[("ConfigMap", "registry-init")]["data"]["init.js"]
+    assert {("Service", f"registry-{i}") for i in range(3)} <= set(by_name)
+    assert ("Job", "metrics-db-init-client") in by_name
+
+
+def test_consumers_get_the_uri_under_every_upstream_name(rendered: dict[Path, dict]) -> None:
+    deployment = next(
+        m for m in rendered.values()
+        if m["kind"] == "Deployment" and m["metadata"]["name"] == "blocks-db"
+    )
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    expected = (
+        "mongodb://registry-0.registries.svc.cluster.local:27017,"
+        "registry-1.registries.svc.cluster.local:27017,"
+        "registry-2.registries.svc.cluster.local:27017/blocks?replicaSet=rs0"
+    )
+    assert env["MONGO_URL"] == env["MONGO_HOST_URL"] == env["DB_URL"] == expected
+
+
+def test_rendering_twice_gives_identical_files(
+    rendered: dict[Path, dict], tmp_path: Path
+) -> None:
+    done = render_site(tmp_path)
+    assert done.returncode == 0
+    repeat = render_site(tmp_path)
+    assert "changed=0" in repeat.stdout, "a second render into the same directory changes nothing"
+    again = {p.relative_to(tmp_path): p.read_text() for p in sorted(tmp_path.rglob("*.yaml"))}
+    first_root = next(iter(rendered)).parents[1]
+    first = {p.relative_to(first_root): p.read_text() for p in rendered}
+    assert again == first
+
+
+def test_options_render_valid_manifests(tmp_path: Path) -> None:
+    done = render_site(tmp_path, {
+        "aios_image_pull_secret": "regcred",
+        "aios_components": ["registries", "metrics"],
+        "aios_metrics_db_external_uri": "mongodb://metrics.example:27017/?tls=true",
+        "registry_db_replicas": 2,
+        "registry_db_local_volumes": True,
+        "registry_db_local_nodes": ["worker-1", "worker-2"],
+        "registry_db_backup_enabled": True,
+    })
+    assert done.returncode == 0, done.stdout[-3000:]
+    rendered = manifests(tmp_path)
+    assert {p.parent.name for p in rendered} == {"registry_db", "registries", "metrics"}
+    kinds = {(m["kind"], m["metadata"]["name"]) for m in rendered.values()}
+    assert {("CronJob", "registry-backup"), ("StorageClass", "registry-local"),
+            ("PersistentVolume", "registry-worker-1")} <= kinds
+    for manifest in rendered.values():
+        kubernetes_validate.validate(manifest, "1.33.0", strict=True)
+        pod = manifest.get("spec", {}).get("template", {}).get("spec")
+        if pod:
+            assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    metrics = next(m for m in rendered.values() if m["metadata"]["name"] == "global-block-metrics"
+                   and m["kind"] == "Deployment")
+    container = metrics["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MONGO_URL"] == "mongodb://metrics.example:27017/block_metrics?tls=true"
+
+
+def test_render_mode_refuses_unknown_components(tmp_path: Path) -> None:
+    done = render_site(tmp_path, {"aios_components": ["registries", "bogus"]})
+    assert done.returncode != 0
+    assert "aios_components may only list" in done.stdout
