@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 LOCAL_DIR := build/local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv collection-link run stop test lint test-runtime test-unit test-integration bench clean
+.PHONY: help venv collection-link run stop test lint sanity test-runtime test-unit test-integration bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -42,6 +42,10 @@ lint: $(STAMP) collection-link ## ruff, hadolint, yamllint, ansible-lint (produc
 	$(BIN)/hadolint --config policy_runtime/.hadolint.yaml policy_runtime/Dockerfile
 	$(BIN)/yamllint --strict .
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production
+	$(BIN)/python scripts/role_docs.py --check
+
+sanity: $(STAMP) ## ansible-test sanity on the built collection (no ignore file)
+	bash scripts/sanity.sh
 
 test-runtime: $(STAMP) ## the policy runtime's test suite (real worker pool, database, server)
 	cd policy_runtime && ../$(BIN)/python -m pytest
@@ -52,7 +56,7 @@ test-unit: $(STAMP) collection-link ## unit tests of the collection's plugins
 test-integration: $(STAMP) collection-link ## render + validation of manifests, `make run` end to end
 	$(BIN)/python -m pytest -p no:cacheprovider tests/integration
 
-test: lint test-unit test-runtime test-integration ## the whole test suite
+test: lint sanity test-unit test-runtime test-integration ## the whole test suite
 
 bench: $(STAMP) collection-link ## print decision latency, HTTP throughput and render time figures
 	$(BIN)/python bench/decision_latency.py

@@ -29,11 +29,13 @@ options:
     type: raw
     default: "0644"
 author:
-  - AIOS platform contributors
+  - AIOS platform contributors (@aios-platform)
 attributes:
   check_mode:
+    description: Reports which files would change without writing them.
     support: full
   diff_mode:
+    description: No diff is shown.
     support: none
 """
 

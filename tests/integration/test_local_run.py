@@ -16,7 +16,7 @@ SCRIPT = REPO / "scripts" / "run_local.py"
 def run_local(directory: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(SCRIPT), "--dir", str(directory), *extra],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, check=False,
     )
 
 

@@ -178,3 +178,25 @@ def test_render_mode_refuses_unknown_components(tmp_path: Path) -> None:
     done = render_site(tmp_path, {"aios_components": ["registries", "bogus"]})
     assert done.returncode != 0
     assert "aios_components may only list" in done.stdout
+
+
+def test_bad_variables_are_named(tmp_path: Path) -> None:
+    done = render_site(tmp_path, {"registry_db_replicas": "three"})
+    assert done.returncode != 0
+    assert "registry_db_replicas" in done.stdout
+
+
+def test_preflight_and_node_labels_skip_in_render_mode(tmp_path: Path) -> None:
+    done = render_site(tmp_path)
+    assert "preflight's cluster checks are skipped" in done.stdout
+    assert "node labels are applied to a live cluster only" in done.stdout
+    assert not (tmp_path / "preflight").exists()
+
+
+def test_token_secret_is_rendered_only_when_given(tmp_path: Path) -> None:
+    done = render_site(tmp_path, {"policy_runtime_api_token": "t0ken-for-render"})
+    assert done.returncode == 0
+    secret = manifests(tmp_path / "policy_runtime")
+    (manifest,) = secret.values()
+    assert manifest["kind"] == "Secret" and manifest["stringData"] == {"token": "t0ken-for-render"}
+    assert "t0ken-for-render" not in done.stdout, "the token must not be logged"
