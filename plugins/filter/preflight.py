@@ -42,6 +42,10 @@ options:
     description: control_planes, min_workers, min_memory_gb and min_disk_gb.
     type: dict
     default: {}
+  planned_labels:
+    description: Labels the node_labels role will set, by node name, counted as present.
+    type: dict
+    default: {}
   listening:
     description: Ports each inventory host listens on (host name to list of ports).
     type: dict
@@ -69,13 +73,14 @@ from ansible_collections.aios.platform.plugins.module_utils import preflight
 
 
 def preflight_problems(nodes, workloads=None, services=None, claimed=None, labels=None,
-                       requirements=None, listening=None, expected_ports=None):
+                       requirements=None, listening=None, expected_ports=None,
+                       planned_labels=None):
     """All problems, in a stable order: nodes, CNI, NodePorts, labels, host ports."""
     problems = list(preflight.node_problems(nodes or [], **(requirements or {})))
     if workloads is not None:
         problems += preflight.cni_problems(workloads)
     problems += preflight.node_port_problems(services or [], claimed or [])
-    problems += preflight.label_problems(nodes or [], labels or [])
+    problems += preflight.label_problems(nodes or [], labels or [], planned_labels)
     problems += preflight.port_problems(listening or {}, expected_ports or {})
     return problems
 

@@ -106,14 +106,17 @@ def node_port_problems(services, claimed):
     return problems
 
 
-def label_problems(nodes, required):
-    """Enough nodes carry each label the databases are pinned to.
+def label_problems(nodes, required, planned=None):
+    """Enough nodes carry (or will carry) each label the databases are pinned to.
 
-    ``required`` lists ``{"key", "value", "count", "for"}``.
+    ``required`` lists ``{"key", "value", "count", "for"}``; ``planned`` maps node names
+    to the labels the node_labels role is about to set from the inventory.
     """
+    planned = planned or {}
     problems = []
     for need in required:
-        matching = [n for n in nodes if _labels(n).get(need["key"]) == need["value"]]
+        matching = [n for n in nodes
+                    if dict(_labels(n), **planned.get(_name(n), {})).get(need["key"]) == need["value"]]
         if len(matching) < int(need["count"]):
             problems.append(
                 "%d node(s) labelled %s=%s, %s needs %s (one per replica): "

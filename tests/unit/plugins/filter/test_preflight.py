@@ -30,6 +30,7 @@ def test_preflight(case: dict) -> None:
         requirements=case.get("requirements"),
         listening=case.get("listening"),
         expected_ports=case.get("expected_ports"),
+        planned_labels=case.get("planned_labels"),
     )
     assert problems == case["expected"]
 

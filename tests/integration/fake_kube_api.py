@@ -1,0 +1,316 @@
+"""A small in-memory Kubernetes API server for testing the roles in apply mode.
+
+A real API server cannot run on CI machines. This one speaks enough of the API for
+kubernetes.core's k8s and k8s_info modules: discovery, list/get, server-side apply
+(PATCH application/apply-patch+yaml, with dryRun), merge patches, create and delete.
+It marks Deployments and StatefulSets ready and Jobs complete as soon as they are
+applied, unless their name is in ``never_ready``. Objects keep their resourceVersion when
+an apply changes nothing, so that idempotence is observable exactly as on a real cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import yaml
+
+# (group/version, plural, kind, namespaced)
+RESOURCES = [
+    ("v1", "nodes", "Node", False),
+    ("v1", "namespaces", "Namespace", False),
+    ("v1", "services", "Service", True),
+    ("v1", "configmaps", "ConfigMap", True),
+    ("v1", "secrets", "Secret", True),
+    ("v1", "persistentvolumeclaims", "PersistentVolumeClaim", True),
+    ("v1", "persistentvolumes", "PersistentVolume", False),
+    ("v1", "pods", "Pod", True),
+    ("apps/v1", "deployments", "Deployment", True),
+    ("apps/v1", "statefulsets", "StatefulSet", True),
+    ("apps/v1", "daemonsets", "DaemonSet", True),
+    ("batch/v1", "jobs", "Job", True),
+    ("batch/v1", "cronjobs", "CronJob", True),
+    ("storage.k8s.io/v1", "storageclasses", "StorageClass", False),
+]
+_BY_PLURAL = {(gv, plural): (kind, namespaced) for gv, plural, kind, namespaced in RESOURCES}
+_SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields")
+
+
+def _resource_list(group_version: str) -> dict:
+    return {
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+        "resources": [
+            {"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind,
+             "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update",
+                       "watch"]}
+            for gv, plural, kind, namespaced in RESOURCES if gv == group_version
+        ],
+    }
+
+
+def _discovery() -> dict:
+    groups = sorted({gv for gv, *_ in RESOURCES if "/" in gv})
+    return {
+        "/version": {"major": "1", "minor": "31", "gitVersion": "v1.31.4"},
+        "/api": {"kind": "APIVersions", "versions": ["v1"],
+                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "x"}]},
+        "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+            {"name": gv.split("/")[0],
+             "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
+             "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]}}
+            for gv in groups]},
+        "/api/v1": _resource_list("v1"),
+        **{f"/apis/{gv}": _resource_list(gv) for gv in groups},
+    }
+
+
+def _matches(obj: dict, selector: str | None) -> bool:
+    if not selector:
+        return True
+    labels = obj["metadata"].get("labels") or {}
+    for term in selector.split(","):
+        key, _, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
+def _with_defaults(obj: dict) -> dict:
+    """Fields a real API server fills in that clients (kubernetes.core's waiters) read."""
+    spec = obj.get("spec")
+    if obj["kind"] == "StatefulSet" and isinstance(spec, dict):
+        spec.setdefault("updateStrategy", {"type": "RollingUpdate",
+                                           "rollingUpdate": {"partition": 0}})
+    if obj["kind"] == "Deployment" and isinstance(spec, dict):
+        spec.setdefault("strategy", {"type": "RollingUpdate"})
+    return obj
+
+
+def _merge(target: dict, patch: dict) -> dict:
+    """JSON merge patch (RFC 7386)."""
+    result = copy.deepcopy(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+class FakeKubernetes:
+    """The object store and the HTTP server around it."""
+
+    def __init__(self, never_ready: tuple[str, ...] = ()) -> None:
+        self.objects: dict[tuple, dict] = {}
+        self.never_ready = set(never_ready)
+        self.requests: list[tuple[str, str]] = []
+        self._versions = itertools.count(1000)
+        self._lock = threading.Lock()
+        self._discovery = _discovery()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    # -- life cycle -------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> FakeKubernetes:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def kubeconfig(self, path: Path) -> Path:
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+        }))
+        return path
+
+    # -- the store ----------------------------------------------------------------------
+    def add(self, obj: dict) -> None:
+        """Preload an object (nodes, DaemonSets, Services of the cluster)."""
+        gv, kind = obj["apiVersion"], obj["kind"]
+        plural = next(p for g, p, k, _ in RESOURCES if g == gv and k == kind)
+        meta = obj["metadata"]
+        self._store((gv, plural, meta.get("namespace"), meta["name"]), obj, dry_run=False)
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        for (_, _, ns, obj_name), obj in self.objects.items():
+            if obj["kind"] == kind and obj_name == name and ns == namespace:
+                return obj
+        return None
+
+    def kinds(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for obj in self.objects.values():
+            counts[obj["kind"]] = counts.get(obj["kind"], 0) + 1
+        return counts
+
+    def _status(self, obj: dict) -> dict:
+        if obj["metadata"]["name"] in self.never_ready:
+            return {"observedGeneration": obj["metadata"]["generation"], "replicas": 1}
+        replicas = (obj.get("spec") or {}).get("replicas", 1)
+        generation = obj["metadata"]["generation"]
+        if obj["kind"] == "Deployment":
+            return {"observedGeneration": generation, "replicas": replicas,
+                    "readyReplicas": replicas, "availableReplicas": replicas,
+                    "updatedReplicas": replicas,
+                    "conditions": [{"type": "Available", "status": "True"},
+                                   {"type": "Progressing", "status": "True",
+                                    "reason": "NewReplicaSetAvailable"}]}
+        if obj["kind"] == "StatefulSet":
+            return {"observedGeneration": generation, "replicas": replicas,
+                    "readyReplicas": replicas, "currentReplicas": replicas,
+                    "updatedReplicas": replicas, "availableReplicas": replicas,
+                    "currentRevision": "r1", "updateRevision": "r1"}
+        if obj["kind"] == "Job":
+            return {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+        return obj.get("status", {})
+
+    def _store(self, key: tuple, desired: dict, *, dry_run: bool) -> tuple[dict, bool]:
+        with self._lock:
+            current = self.objects.get(key)
+            content = {k: v for k, v in copy.deepcopy(desired).items() if k != "status"}
+            content = _with_defaults(content)
+            content["metadata"] = {k: v for k, v in desired["metadata"].items()
+                                   if k not in _SERVER_FIELDS}
+            if current is not None:
+                before = {k: v for k, v in current.items() if k != "status"}
+                before["metadata"] = {k: v for k, v in current["metadata"].items()
+                                      if k not in _SERVER_FIELDS}
+                if before == content:
+                    return current, False
+            obj = copy.deepcopy(content)
+            meta = obj["metadata"]
+            meta["uid"] = (current or {}).get("metadata", {}).get("uid") or f"uid-{key[3]}"
+            meta["creationTimestamp"] = "2026-11-25T00:00:00Z"
+            meta["generation"] = ((current or {}).get("metadata", {}).get("generation", 0)) + 1
+            meta["resourceVersion"] = str(next(self._versions))
+            obj["status"] = self._status(obj) if "status" not in desired else desired["status"]
+            if not dry_run:
+                self.objects[key] = obj
+            return obj, True
+
+    # -- HTTP -------------------------------------------------------------------------
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _not_found(self, what: str) -> None:
+                self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                 "reason": "NotFound", "code": 404, "message": f"{what} not found"})
+
+            def _route(self) -> tuple | None:
+                url = urllib.parse.urlparse(self.path)
+                self.query = dict(urllib.parse.parse_qsl(url.query))
+                parts = url.path.strip("/").split("/")
+                if parts[0] == "api":
+                    gv, rest = "v1", parts[2:]
+                elif parts[0] == "apis" and len(parts) >= 3:
+                    gv, rest = f"{parts[1]}/{parts[2]}", parts[3:]
+                else:
+                    return None
+                namespace = None
+                if len(rest) >= 3 and rest[0] == "namespaces":  # /namespaces/<ns>/<plural>...
+                    namespace, rest = rest[1], rest[2:]
+                if not rest or (gv, rest[0]) not in _BY_PLURAL:
+                    return None
+                return gv, rest[0], namespace, rest[1] if len(rest) > 1 else None
+
+            def _body(self) -> dict:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b"{}"
+                return yaml.safe_load(raw) or {}
+
+            def do_GET(self) -> None:  # http.server's naming
+                fake.requests.append(("GET", self.path))
+                path = urllib.parse.urlparse(self.path).path.rstrip("/")
+                if path in fake._discovery:
+                    return self._send(200, fake._discovery[path])
+                route = self._route()
+                if route is None:
+                    return self._not_found(path)
+                gv, plural, namespace, name = route
+                if name is None:
+                    kind, _ = _BY_PLURAL[(gv, plural)]
+                    items = [copy.deepcopy(o) for (g, p, ns, _), o in sorted(fake.objects.items(),
+                             key=lambda kv: str(kv[0]))
+                             if g == gv and p == plural and (namespace is None or ns == namespace)
+                             and _matches(o, self.query.get("labelSelector"))]
+                    return self._send(200, {"kind": f"{kind}List", "apiVersion": gv,
+                                            "metadata": {"resourceVersion": "1"}, "items": items})
+                obj = fake.objects.get((gv, plural, namespace, name))
+                if obj is None:
+                    return self._not_found(f"{plural} {name}")
+                return self._send(200, obj)
+
+            def do_PATCH(self) -> None:
+                fake.requests.append(("PATCH", self.path))
+                route = self._route()
+                if route is None or route[3] is None:
+                    return self._not_found(self.path)
+                gv, plural, namespace, name = route
+                body = self._body()
+                key = (gv, plural, namespace, name)
+                content_type = self.headers.get("Content-Type", "")
+                dry_run = self.query.get("dryRun") == "All"
+                if "apply-patch" in content_type:
+                    desired = body
+                else:
+                    current = fake.objects.get(key)
+                    if current is None:
+                        return self._not_found(f"{plural} {name}")
+                    desired = _merge(current, body)
+                obj, _ = fake._store(key, desired, dry_run=dry_run)
+                return self._send(200, obj)
+
+            def do_POST(self) -> None:
+                fake.requests.append(("POST", self.path))
+                route = self._route()
+                if route is None:
+                    return self._not_found(self.path)
+                gv, plural, namespace, _ = route
+                body = self._body()
+                key = (gv, plural, namespace, body["metadata"]["name"])
+                if key in fake.objects:
+                    return self._send(409, {"kind": "Status", "reason": "AlreadyExists",
+                                            "code": 409, "status": "Failure"})
+                obj, _ = fake._store(key, body, dry_run=self.query.get("dryRun") == "All")
+                return self._send(201, obj)
+
+            def do_DELETE(self) -> None:
+                fake.requests.append(("DELETE", self.path))
+                route = self._route()
+                if route is None or route[3] is None:
+                    return self._not_found(self.path)
+                obj = fake.objects.pop(route, None)
+                if obj is None:
+                    return self._not_found(self.path)
+                return self._send(200, {"kind": "Status", "apiVersion": "v1",
+                                        "status": "Success", "details": {"name": route[3]}})
+
+        return Handler
