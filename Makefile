@@ -37,12 +37,13 @@ run: $(STAMP) ## start the runtime locally, publish and evaluate the sample poli
 stop: ## stop what `make run` started
 	@$(BIN)/python scripts/run_local.py --dir $(LOCAL_DIR) --stop
 
-lint: $(STAMP) collection-link ## ruff, hadolint, yamllint, ansible-lint (production profile)
+lint: $(STAMP) collection-link ## ruff, hadolint, yamllint, ansible-lint (production), role docs, changelog
 	$(BIN)/ruff check policy_runtime plugins bench scripts tests
 	$(BIN)/hadolint --config policy_runtime/.hadolint.yaml policy_runtime/Dockerfile
 	$(BIN)/yamllint --strict .
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production
 	$(BIN)/python scripts/role_docs.py --check
+	$(BIN)/antsibull-changelog lint
 
 sanity: $(STAMP) ## ansible-test sanity on the built collection (no ignore file)
 	bash scripts/sanity.sh
