@@ -22,6 +22,7 @@ from policy_runtime.sandbox.pool import WorkerPool
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "policies" / "examples"
 EXAMPLE_DIRS = sorted(p for p in EXAMPLES_DIR.iterdir() if (p / "policy.py").is_file())
+SEED_CLUSTER = REPO_ROOT / "policies" / "clusters" / "cluster-west-vision-001.json"
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +62,7 @@ class RuntimeServer:
             "AIOS_API_TOKEN": token,
             "AIOS_DB_NAME": "aios_test",
             "AIOS_POOL_SIZE": "2",
+            "AIOS_RUN_MODES": "policies,clusters",
             "AIOS_POLICY_CACHE_SECONDS": "0",
             **env,
         }

@@ -17,6 +17,7 @@ class RunMode(StrEnum):
     """Which routers a process serves (like the run modes of an appliance install)."""
 
     POLICIES = "policies"
+    CLUSTERS = "clusters"
 
 
 class ConfigError(Exception):
@@ -36,7 +37,7 @@ class Settings(BaseSettings):
     db_name: str = Field("aios", description="database holding the runtime's collections")
     run_modes: Annotated[list[RunMode], NoDecode] = Field(
         default_factory=lambda: [RunMode.POLICIES],
-        description="comma list of run modes to serve: policies",
+        description="comma list of run modes to serve: policies, clusters",
     )
     api_token: SecretStr | None = Field(None, description="bearer token every client must send")
     api_token_file: Path | None = Field(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pymongo import MongoClient
 
-from policy_runtime.config import Settings
+from policy_runtime.clusters.store import ClusterStore
+from policy_runtime.config import RunMode, Settings
 from policy_runtime.evaluation import PolicyEvaluator
 from policy_runtime.metrics import RuntimeMetrics
 from policy_runtime.sandbox.pool import WorkerPool
@@ -25,11 +27,14 @@ _STARTUP_DB_WAIT_SECONDS = 30.0
 
 @dataclass
 class Runtime:
+    """The parts a process needs for its run modes; the others stay None."""
+
     settings: Settings
     client: MongoClient
-    pool: WorkerPool
     metrics: RuntimeMetrics
-    policies: PolicyService
+    pool: WorkerPool | None = None
+    policies: PolicyService | None = None
+    clusters: ClusterStore | None = None
     database_healthy: bool = True
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -37,23 +42,27 @@ class Runtime:
     def start(cls, settings: Settings) -> Runtime:
         client = database.connect(settings.mongo_uri)
         db = client[settings.db_name]
-        store = PolicyStore(db)
-        _ensure_indexes(store)
-        metrics = RuntimeMetrics()
-        pool = WorkerPool(
-            settings.pool_size,
-            settings.max_memory_mb,
-            queue_timeout_seconds=settings.queue_timeout_seconds,
-            on_restart=metrics.record_restart,
-        ).start()
-        policies = PolicyService(
-            store,
-            PolicyEvaluator(pool, settings.limits),
-            metrics,
-            max_code_bytes=settings.max_code_bytes,
-            cache_seconds=settings.policy_cache_seconds,
-        )
-        runtime = cls(settings, client, pool, metrics, policies)
+        runtime = cls(settings, client, RuntimeMetrics())
+        modes = set(settings.run_modes)
+        if RunMode.CLUSTERS in modes:
+            runtime.clusters = ClusterStore(db)
+            _ensure_indexes(runtime.clusters.ensure_indexes)
+        if RunMode.POLICIES in modes:
+            store = PolicyStore(db)
+            _ensure_indexes(store.ensure_indexes)
+            runtime.pool = WorkerPool(
+                settings.pool_size,
+                settings.max_memory_mb,
+                queue_timeout_seconds=settings.queue_timeout_seconds,
+                on_restart=runtime.metrics.record_restart,
+            ).start()
+            runtime.policies = PolicyService(
+                store,
+                PolicyEvaluator(runtime.pool, settings.limits),
+                runtime.metrics,
+                max_code_bytes=settings.max_code_bytes,
+                cache_seconds=settings.policy_cache_seconds,
+            )
         threading.Thread(target=runtime._watch_database, name="db-health", daemon=True).start()
         return runtime
 
@@ -67,15 +76,17 @@ class Runtime:
 
     def close(self) -> None:
         self._stop.set()
-        self.pool.close()
+        if self.pool is not None:
+            self.pool.close()
         self.client.close()
 
 
-def _ensure_indexes(store: PolicyStore) -> None:
+def _ensure_indexes(ensure: Callable[[], None]) -> None:
+    """Create indexes, waiting up to 30 s for the database to come up."""
     deadline = time.monotonic() + _STARTUP_DB_WAIT_SECONDS
     while True:
         try:
-            store.ensure_indexes()
+            ensure()
             return
         except Exception as exc:
             if time.monotonic() > deadline:

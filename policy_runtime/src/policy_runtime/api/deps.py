@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from policy_runtime.clusters.store import ClusterStore
 from policy_runtime.service import PolicyService
 from policy_runtime.state import Runtime
 
@@ -18,3 +19,7 @@ async def runtime(request: Request) -> Runtime:
 
 async def policy_service(request: Request) -> PolicyService:
     return request.app.state.runtime.policies
+
+
+async def cluster_store(request: Request) -> ClusterStore:
+    return request.app.state.runtime.clusters

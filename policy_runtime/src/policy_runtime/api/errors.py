@@ -6,6 +6,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymongo.errors import PyMongoError
 
+from policy_runtime.clusters.operators import OperatorError
+from policy_runtime.clusters.store import ClusterConflict, ClusterNotFound, InvalidCluster
 from policy_runtime.errors import PolicyRuntimeError, Timeout
 from policy_runtime.package import ArchiveError, ArchiveTooLarge
 from policy_runtime.sandbox.pool import PoolBusy, PoolClosed
@@ -14,6 +16,10 @@ from policy_runtime.store.policies import PolicyConflict
 
 # Most specific first: the first matching class decides the status.
 ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (ClusterNotFound, 404),
+    (ClusterConflict, 409),
+    (InvalidCluster, 422),
+    (OperatorError, 400),
     (PolicyNotFound, 404),
     (PolicyConflict, 409),
     (RequestTooLarge, 413),
@@ -45,6 +51,8 @@ def error_body(exc: BaseException) -> dict:
     """Typed policy errors keep the evaluation envelope; others are a plain detail."""
     if isinstance(exc, PolicyRuntimeError):
         return {"ok": False, "error": exc.to_dict()}
+    if isinstance(exc, InvalidCluster) and exc.errors:
+        return {"detail": message_for(exc), "errors": exc.errors}
     return {"detail": message_for(exc)}
 
 

@@ -1,0 +1,72 @@
+"""Run mode ``clusters``: the clusters registry of seeds/003 (clusters-db-service)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from policy_runtime.api.deps import cluster_store
+from policy_runtime.clusters.store import MAX_QUERY_LIMIT, ClusterStore, InvalidCluster
+
+router = APIRouter(tags=["clusters"])
+Store = Annotated[ClusterStore, Depends(cluster_store)]
+JsonObject = Annotated[dict[str, Any], Body()]
+
+_PARSER_TEMPLATE = "Parser/V1"
+
+
+@router.post("/clusters/query", summary="Clusters matching a MongoDB filter")
+async def query_clusters(
+    store: Store,
+    body: JsonObject,
+    limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = 100,
+    skip: Annotated[int, Query(ge=0)] = 0,
+    sort: Annotated[str | None, Query(max_length=200, description="e.g. -gpus.count,id")] = None,
+    fields: Annotated[str | None, Query(max_length=500, description="comma list")] = None,
+) -> list[dict[str, Any]]:
+    # The body is the filter itself (seeds/003) or, as upstream clients send it, {"query": ...}.
+    filter_ = body["query"] if set(body) == {"query"} and isinstance(body["query"], dict) else body
+    return await run_in_threadpool(
+        store.query, filter_, limit=limit, skip=skip, sort=sort, fields=fields
+    )
+
+
+@router.post("/clusters", status_code=status.HTTP_201_CREATED, summary="Add a cluster")
+async def create_cluster(store: Store, body: JsonObject) -> dict[str, Any]:
+    return await run_in_threadpool(store.create, body)
+
+
+@router.post(
+    "/api/createCluster",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a cluster (upstream parser route; raw document or Parser/V1 envelope)",
+)
+async def create_cluster_upstream(store: Store, body: JsonObject) -> dict[str, Any]:
+    document = body
+    header = body.get("header")
+    if isinstance(header, dict) and header.get("templateUri") == _PARSER_TEMPLATE:
+        document = ((body.get("body") or {}).get("spec") or {}).get("values")
+        if not isinstance(document, dict):
+            raise InvalidCluster("a Parser/V1 request carries the cluster in body.spec.values")
+    created = await run_in_threadpool(store.create, document)
+    return {"success": True, "data": created}
+
+
+@router.get("/clusters/{cluster_id}", summary="One cluster")
+async def get_cluster(cluster_id: str, store: Store) -> dict[str, Any]:
+    return await run_in_threadpool(store.get, cluster_id)
+
+
+@router.put("/clusters/{cluster_id}", summary="Update a cluster with MongoDB update syntax")
+async def update_cluster(cluster_id: str, store: Store, body: JsonObject) -> dict[str, Any]:
+    return await run_in_threadpool(store.update, cluster_id, body)
+
+
+@router.delete(
+    "/clusters/{cluster_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a cluster"
+)
+async def delete_cluster(cluster_id: str, store: Store) -> Response:
+    await run_in_threadpool(store.delete, cluster_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,1 @@
+"""Run mode ``clusters``: the clusters registry (the seed's clusters-db-service)."""

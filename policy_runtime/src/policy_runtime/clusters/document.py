@@ -1,0 +1,150 @@
+"""The cluster document of the clusters registry, exactly as seeds/003 defines it.
+
+Field names are the upstream camelCase ones so that existing documents validate
+unchanged. Only pydantic is imported here: the collection's Ansible modules validate
+onboarding documents with the same model. Unknown fields are refused (a typo must not
+be stored silently); the free-form parts of the seed (``customPolicySystem``,
+``actionsPolicyMap``, ``miscContactInfo``, ``additionalInfo``) take any JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+# A quantity in MB or MBps: integers stay integers (the seed's documents use them).
+Amount = Annotated[int | float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GpuModel(_Strict):
+    modelName: str = Field(min_length=1)
+    memory: Amount = Field(description="memory of this GPU in MB")
+
+
+class NodeGpus(_Strict):
+    count: NonNegativeInt
+    memory: Amount = Field(description="total GPU memory in MB")
+    gpus: list[GpuModel] = Field(default_factory=list)
+    features: list[str] = Field(default_factory=list)
+    modelNames: list[str] = Field(default_factory=list)
+
+
+class Count(_Strict):
+    count: NonNegativeInt
+
+
+class Storage(_Strict):
+    disks: NonNegativeInt
+    size: Amount = Field(description="total size in MB")
+
+
+class Network(_Strict):
+    interfaces: NonNegativeInt
+    txBandwidth: Amount
+    rxBandwidth: Amount
+
+
+class NodeData(_Strict):
+    id: str = Field(min_length=1)
+    gpus: NodeGpus
+    vcpus: Count
+    memory: Amount = Field(description="MB")
+    swap: Amount = Field(description="MB")
+    storage: Storage
+    network: Network
+
+
+class Nodes(_Strict):
+    count: NonNegativeInt
+    nodeData: list[NodeData] = Field(default_factory=list)
+
+
+class Gpus(_Strict):
+    count: NonNegativeInt
+    memory: Amount
+
+
+class UrlMap(_Strict):
+    controllerService: str
+    metricsService: str
+    blocksQuery: str
+    publicGateway: str
+    parameterUpdater: str
+
+
+class StabilityChecker(_Strict):
+    """Which stability policy the controller runs, as upstream AIOS stores it."""
+
+    policyRuleURI: str = ""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    interval: float = Field(60, gt=0, description="seconds between checks")
+    paused: bool = False
+
+
+Enforcement = Literal["enforce", "warn", "dryrun"]
+
+
+class ClusterConfig(_Strict):
+    policyExecutorId: str = ""
+    policyExecutionMode: Literal["local", "remote"] = "local"
+    customPolicySystem: Any = None
+    publicHostname: str
+    useGateway: bool = True
+    actionsPolicyMap: dict[str, Any] = Field(default_factory=dict)
+    urlMap: UrlMap
+    # Governance additions (DESIGN.md section 5): enforcement per action, stability checker.
+    actionsEnforcement: dict[str, Enforcement] = Field(default_factory=dict)
+    stabilityChecker: StabilityChecker | None = None
+
+
+class ClusterMetadata(_Strict):
+    name: str
+    description: str
+    owner: str
+    email: str | None = None
+    countries: list[str] = Field(default_factory=list)
+    miscContactInfo: Any = None
+    additionalInfo: Any = None
+
+
+class ClusterDocument(_Strict):
+    """One onboarded cluster."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    regionId: str | None = None
+    status: str = Field(min_length=1)
+    nodes: Nodes
+    gpus: Gpus
+    vcpus: Count
+    memory: Amount
+    swap: Amount
+    storage: Storage
+    network: Network
+    config: ClusterConfig
+    tags: list[str]
+    clusterMetadata: ClusterMetadata
+    reputation: int | float | None = None
+
+
+def aggregate(nodes: list[NodeData]) -> dict[str, Any]:
+    """The cluster-level totals of seeds/003 computed from its nodes."""
+    return {
+        "nodes": {"count": len(nodes), "nodeData": [n.model_dump() for n in nodes]},
+        "gpus": {"count": sum(n.gpus.count for n in nodes),
+                 "memory": sum(n.gpus.memory for n in nodes)},
+        "vcpus": {"count": sum(n.vcpus.count for n in nodes)},
+        "memory": sum(n.memory for n in nodes),
+        "swap": sum(n.swap for n in nodes),
+        "storage": {"disks": sum(n.storage.disks for n in nodes),
+                    "size": sum(n.storage.size for n in nodes)},
+        "network": {"interfaces": sum(n.network.interfaces for n in nodes),
+                    "txBandwidth": sum(n.network.txBandwidth for n in nodes),
+                    "rxBandwidth": sum(n.network.rxBandwidth for n in nodes)},
+    }

@@ -1,0 +1,174 @@
+"""The clusters collection: documents validated by the model, updates without lost writes.
+
+Updates use MongoDB's update syntax. To validate the result before anything is written,
+the update is first applied to a scratch copy of the document; the stored document is
+then replaced only if nobody changed it meanwhile (a revision number, compare-and-swap),
+else the whole step is retried. A rejected update therefore never touches the document.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+
+from pydantic import ValidationError
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from policy_runtime.clusters.document import ClusterDocument
+from policy_runtime.clusters.operators import (
+    OperatorError,
+    check_document,
+    check_filter,
+    check_update,
+)
+
+COLLECTION = "clusters"
+SCRATCH = "clusters_scratch"
+_REVISION = "_rev"
+_HIDDEN = {"_id": 0, _REVISION: 0}
+_CAS_ATTEMPTS = 20
+MAX_QUERY_LIMIT = 1000
+
+
+class ClusterNotFound(LookupError):
+    """No cluster has this id."""
+
+
+class ClusterConflict(Exception):
+    """A cluster with this id exists already."""
+
+
+class InvalidCluster(ValueError):
+    """The document (or the result of an update) does not match the cluster model."""
+
+    def __init__(self, message: str, errors: list | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+def validated(document: dict) -> dict:
+    """The document as the model normalises it; InvalidCluster naming each bad field."""
+    try:
+        check_document(document)
+        return ClusterDocument.model_validate(document).model_dump(mode="json")
+    except OperatorError as exc:
+        raise InvalidCluster(str(exc)) from None
+    except ValidationError as exc:
+        errors = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+        ]
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+        raise InvalidCluster(f"the cluster document is invalid: {where}", errors) from None
+
+
+def _sort_spec(sort: str | None) -> list[tuple[str, int]]:
+    """``"-gpus.count,id"`` -> [("gpus.count", DESCENDING), ("id", ASCENDING)]."""
+    spec = []
+    for part in (sort or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        field = part.lstrip("+-")
+        if not field or field.startswith("$"):
+            raise OperatorError(f"sort: {part!r} is not a field name")
+        spec.append((field, DESCENDING if part.startswith("-") else ASCENDING))
+    return spec
+
+
+def _projection(fields: str | None) -> dict[str, int]:
+    if not fields:
+        return dict(_HIDDEN)
+    chosen = [f.strip() for f in fields.split(",") if f.strip()]
+    for field in chosen:
+        if field.startswith("$") or field.startswith("_"):
+            raise OperatorError(f"fields: {field!r} is not a field name")
+    return {"_id": 0, **{field: 1 for field in chosen}}
+
+
+class ClusterStore:
+    """CRUD and queries on the clusters collection."""
+
+    def __init__(self, db: Database) -> None:
+        self.collection = db[COLLECTION]
+        self.scratch = db[SCRATCH]
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("id", ASCENDING)], unique=True)
+        for field in ("regionId", "status", "tags"):
+            self.collection.create_index([(field, ASCENDING)])
+
+    def create(self, document: dict) -> dict:
+        clean = validated(document)
+        try:
+            self.collection.insert_one({**clean, _REVISION: 1})
+        except DuplicateKeyError:
+            raise ClusterConflict(f"a cluster with id {clean['id']!r} exists already") from None
+        return clean
+
+    def get(self, cluster_id: str) -> dict:
+        document = self.collection.find_one({"id": cluster_id}, _HIDDEN)
+        if document is None:
+            raise ClusterNotFound(f"no cluster has id {cluster_id!r}")
+        return document
+
+    def delete(self, cluster_id: str) -> None:
+        if self.collection.delete_one({"id": cluster_id}).deleted_count == 0:
+            raise ClusterNotFound(f"no cluster has id {cluster_id!r}")
+
+    def query(
+        self, filter_: dict, *, limit: int = 100, skip: int = 0, sort: str | None = None,
+        fields: str | None = None,
+    ) -> list[dict]:
+        check_filter(filter_)
+        cursor = self.collection.find(filter_, _projection(fields)).skip(skip).limit(
+            min(limit, MAX_QUERY_LIMIT)
+        )
+        spec = _sort_spec(sort)
+        if spec:
+            cursor = cursor.sort(spec)
+        return list(cursor)
+
+    def update(self, cluster_id: str, update: dict) -> dict:
+        """Apply a MongoDB update document; the result must still be a valid cluster."""
+        check_update(update)
+        return self.transform(cluster_id, lambda current: self._preview(current, update))
+
+    def transform(self, cluster_id: str, change: Callable[[dict], dict]) -> dict:
+        """Replace the document by ``change(current)``, validated, without lost updates."""
+        for _ in range(_CAS_ATTEMPTS):
+            current = self.collection.find_one({"id": cluster_id}, {"_id": 0})
+            if current is None:
+                raise ClusterNotFound(f"no cluster has id {cluster_id!r}")
+            revision = current.pop(_REVISION, 0)
+            new = validated(change(current))
+            if new["id"] != cluster_id:
+                raise InvalidCluster("the cluster id cannot be changed")
+            replaced = self.collection.find_one_and_replace(
+                {"id": cluster_id, _REVISION: revision},
+                {**new, _REVISION: revision + 1},
+                projection=_HIDDEN,
+                return_document=ReturnDocument.AFTER,
+            )
+            if replaced is not None:
+                return replaced
+        raise RuntimeError(f"cluster {cluster_id!r} kept changing; the update was not applied")
+
+    def _preview(self, current: dict, update: dict) -> dict:
+        """``current`` with ``update`` applied by the database, on a scratch copy."""
+        key = str(uuid.uuid4())
+        self.scratch.insert_one({**current, "_id": key})
+        try:
+            result = self.scratch.find_one_and_update(
+                {"_id": key}, update, return_document=ReturnDocument.AFTER
+            )
+        except OperationFailure as exc:
+            reason = (exc.details or {}).get("errmsg") or str(exc)
+            reason = re.sub(r"\s*\{_id: [^}]*\}", "", reason.split(":: caused by ::")[-1]).strip()
+            raise InvalidCluster(f"the update cannot be applied: {reason}") from None
+        finally:
+            self.scratch.delete_one({"_id": key})
+        result.pop("_id", None)
+        return result
