@@ -59,10 +59,11 @@ test-integration: $(STAMP) collection-link ## render + validation of manifests, 
 
 test: lint sanity test-unit test-runtime test-integration ## the whole test suite
 
-bench: $(STAMP) collection-link ## print decision latency, HTTP throughput and render time figures
+bench: $(STAMP) collection-link ## print decision latency, HTTP throughput, render time, registry query figures
 	$(BIN)/python bench/decision_latency.py
 	$(BIN)/python bench/http_decisions.py
 	$(BIN)/python bench/render.py
+	$(BIN)/python bench/registry_query.py
 
 clean: stop ## remove build output (keeps .venv)
 	rm -rf build
