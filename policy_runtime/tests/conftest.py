@@ -62,7 +62,7 @@ class RuntimeServer:
             "AIOS_API_TOKEN": token,
             "AIOS_DB_NAME": "aios_test",
             "AIOS_POOL_SIZE": "2",
-            "AIOS_RUN_MODES": "policies,clusters",
+            "AIOS_RUN_MODES": "policies,clusters,controller",
             "AIOS_POLICY_CACHE_SECONDS": "0",
             **env,
         }

@@ -32,12 +32,13 @@ def published(api: httpx.Client, policy_name: str, code: str = ALLOW_ALL, **fiel
 # -- authentication ---------------------------------------------------------------------
 def _protected_routes() -> list[tuple[str, str]]:
     """Every operation the app documents, plus the documentation pages themselves."""
-    app = create_app(Settings(insecure_no_auth=True, run_modes="policies,clusters"))
+    app = create_app(Settings(insecure_no_auth=True, run_modes="policies,clusters,controller"))
     routes = [("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc")]
     for path, operations in app.openapi()["paths"].items():
         if path not in PUBLIC_PATHS:
             for method in operations:
                 concrete = path.replace("{uri}", "p:v1-stable").replace("{cluster_id}", "c-1")
+                concrete = concrete.replace("{action}", "add_node")
                 routes.append((method.upper(), concrete))
     return routes
 
@@ -48,7 +49,8 @@ PROTECTED = _protected_routes()
 def test_every_route_but_health_and_version_is_protected() -> None:
     paths = {path for _, path in PROTECTED}
     assert {"/policies", "/policies/p:v1-stable/eval", "/execute_policy", "/metrics",
-            "/clusters", "/clusters/query", "/api/createCluster"} <= paths
+            "/clusters", "/clusters/query", "/api/createCluster", "/pre-check/{action}",
+            "/clusters/update/c-1", "/decisions"} <= paths | {"/pre-check/{action}"}
     assert {"/docs", "/openapi.json"} <= paths
 
 
@@ -69,7 +71,7 @@ def test_health_and_version_need_no_token(server: RuntimeServer) -> None:
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok", "database": "ok"}
     version = httpx.get(f"{server.url}/version").json()
     assert set(version) == {"version", "git_commit", "build_date", "run_modes"}
-    assert version["run_modes"] == ["policies", "clusters"]
+    assert version["run_modes"] == ["policies", "clusters", "controller"]
 
 
 def test_openapi_documents_the_bearer_scheme(api: httpx.Client) -> None:

@@ -18,6 +18,7 @@ class RunMode(StrEnum):
 
     POLICIES = "policies"
     CLUSTERS = "clusters"
+    CONTROLLER = "controller"
 
 
 class ConfigError(Exception):
@@ -35,9 +36,12 @@ class Settings(BaseSettings):
         "mongodb://127.0.0.1:27017/?directConnection=true", description="MongoDB connection URI"
     )
     db_name: str = Field("aios", description="database holding the runtime's collections")
+    cluster_id: str = Field(
+        "", max_length=128, description="the controller's own cluster (default for cluster_id)"
+    )
     run_modes: Annotated[list[RunMode], NoDecode] = Field(
         default_factory=lambda: [RunMode.POLICIES],
-        description="comma list of run modes to serve: policies, clusters",
+        description="comma list of run modes to serve: policies, clusters, controller",
     )
     api_token: SecretStr | None = Field(None, description="bearer token every client must send")
     api_token_file: Path | None = Field(

@@ -13,6 +13,8 @@ from pymongo import MongoClient
 from policy_runtime.clusters.store import ClusterStore
 from policy_runtime.config import RunMode, Settings
 from policy_runtime.evaluation import PolicyEvaluator
+from policy_runtime.governance.decisions import DecisionLog
+from policy_runtime.governance.precheck import PrecheckService
 from policy_runtime.metrics import RuntimeMetrics
 from policy_runtime.sandbox.pool import WorkerPool
 from policy_runtime.service import PolicyService
@@ -35,6 +37,7 @@ class Runtime:
     pool: WorkerPool | None = None
     policies: PolicyService | None = None
     clusters: ClusterStore | None = None
+    precheck: PrecheckService | None = None
     database_healthy: bool = True
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -44,10 +47,11 @@ class Runtime:
         db = client[settings.db_name]
         runtime = cls(settings, client, RuntimeMetrics())
         modes = set(settings.run_modes)
-        if RunMode.CLUSTERS in modes:
+        # The controller governs clusters with policies: it needs both stores.
+        if modes & {RunMode.CLUSTERS, RunMode.CONTROLLER}:
             runtime.clusters = ClusterStore(db)
             _ensure_indexes(runtime.clusters.ensure_indexes)
-        if RunMode.POLICIES in modes:
+        if modes & {RunMode.POLICIES, RunMode.CONTROLLER}:
             store = PolicyStore(db)
             _ensure_indexes(store.ensure_indexes)
             runtime.pool = WorkerPool(
@@ -62,6 +66,12 @@ class Runtime:
                 runtime.metrics,
                 max_code_bytes=settings.max_code_bytes,
                 cache_seconds=settings.policy_cache_seconds,
+            )
+        if RunMode.CONTROLLER in modes:
+            log_ = DecisionLog(db)
+            _ensure_indexes(log_.ensure_collection)
+            runtime.precheck = PrecheckService(
+                runtime.clusters, runtime.policies, log_, settings.cluster_id
             )
         threading.Thread(target=runtime._watch_database, name="db-health", daemon=True).start()
         return runtime

@@ -13,13 +13,14 @@ from fastapi.openapi.utils import get_openapi
 from policy_runtime import __version__
 from policy_runtime.api.errors import install_handlers
 from policy_runtime.api.middleware import BearerAuthMiddleware, BodySizeLimitMiddleware
-from policy_runtime.api.routes import clusters, compat, policies, system
+from policy_runtime.api.routes import clusters, compat, controller, policies, system
 from policy_runtime.config import RunMode, Settings
 from policy_runtime.state import Runtime
 
 ROUTERS_BY_MODE = {
     RunMode.POLICIES: (policies.router, compat.router),
     RunMode.CLUSTERS: (clusters.router,),
+    RunMode.CONTROLLER: (controller.router,),
 }
 
 # How the API documents its bearer token. Enforcement is BearerAuthMiddleware's job, so
@@ -72,7 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.openapi = _openapi_with_bearer(app)  # type: ignore[method-assign]
     # Routes are matched in order: the busiest (decisions) come first.
-    for mode in settings.run_modes:
+    for mode in sorted(settings.run_modes, key=list(ROUTERS_BY_MODE).index):
         for router in ROUTERS_BY_MODE[mode]:
             app.include_router(router)
     app.include_router(system.router)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from policy_runtime.clusters.store import ClusterStore
+from policy_runtime.governance.precheck import PrecheckService
 from policy_runtime.service import PolicyService
 from policy_runtime.state import Runtime
 
@@ -23,3 +24,7 @@ async def policy_service(request: Request) -> PolicyService:
 
 async def cluster_store(request: Request) -> ClusterStore:
     return request.app.state.runtime.clusters
+
+
+async def precheck_service(request: Request) -> PrecheckService:
+    return request.app.state.runtime.precheck

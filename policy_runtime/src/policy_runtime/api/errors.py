@@ -9,6 +9,8 @@ from pymongo.errors import PyMongoError
 from policy_runtime.clusters.operators import OperatorError
 from policy_runtime.clusters.store import ClusterConflict, ClusterNotFound, InvalidCluster
 from policy_runtime.errors import PolicyRuntimeError, Timeout
+from policy_runtime.governance.actions import UnknownAction
+from policy_runtime.governance.precheck import MissingClusterId, PolicyDenied, UnknownPolicy
 from policy_runtime.package import ArchiveError, ArchiveTooLarge
 from policy_runtime.sandbox.pool import PoolBusy, PoolClosed
 from policy_runtime.service import BadPolicyRequest, PolicyNotFound, RequestTooLarge
@@ -16,6 +18,10 @@ from policy_runtime.store.policies import PolicyConflict
 
 # Most specific first: the first matching class decides the status.
 ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (PolicyDenied, 403),
+    (UnknownAction, 400),
+    (UnknownPolicy, 400),
+    (MissingClusterId, 400),
     (ClusterNotFound, 404),
     (ClusterConflict, 409),
     (InvalidCluster, 422),
@@ -51,6 +57,8 @@ def error_body(exc: BaseException) -> dict:
     """Typed policy errors keep the evaluation envelope; others are a plain detail."""
     if isinstance(exc, PolicyRuntimeError):
         return {"ok": False, "error": exc.to_dict()}
+    if isinstance(exc, PolicyDenied):
+        return {"detail": str(exc), **exc.decision.to_dict()}
     if isinstance(exc, InvalidCluster) and exc.errors:
         return {"detail": message_for(exc), "errors": exc.errors}
     return {"detail": message_for(exc)}

@@ -134,7 +134,7 @@ class ClusterStore:
     def update(self, cluster_id: str, update: dict) -> dict:
         """Apply a MongoDB update document; the result must still be a valid cluster."""
         check_update(update)
-        return self.transform(cluster_id, lambda current: self._preview(current, update))
+        return self.transform(cluster_id, lambda current: self.preview(current, update))
 
     def transform(self, cluster_id: str, change: Callable[[dict], dict]) -> dict:
         """Replace the document by ``change(current)``, validated, without lost updates."""
@@ -156,7 +156,7 @@ class ClusterStore:
                 return replaced
         raise RuntimeError(f"cluster {cluster_id!r} kept changing; the update was not applied")
 
-    def _preview(self, current: dict, update: dict) -> dict:
+    def preview(self, current: dict, update: dict) -> dict:
         """``current`` with ``update`` applied by the database, on a scratch copy."""
         key = str(uuid.uuid4())
         self.scratch.insert_one({**current, "_id": key})

@@ -1,0 +1,1 @@
+"""Run mode ``controller``: pre-check policy maps, governed actions and the decision log."""

@@ -1,0 +1,181 @@
+"""Pre-check policies: the per-cluster action map, decisions, and governed updates.
+
+A decision evaluates the policy mapped to an action against the action's input. It fails
+closed: a missing policy, an error, a timeout or a result that is not a decision denies
+the action, with the reason. The cluster's enforcement mode for the action then decides
+what a denial does: ``enforce`` (default) refuses it, ``warn`` lets it through but logs
+the denial, ``dryrun`` only evaluates. Every decision goes to the decision log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from policy_runtime.clusters.operators import check_update
+from policy_runtime.clusters.store import ClusterStore
+from policy_runtime.governance.actions import canonical
+from policy_runtime.governance.decisions import DecisionLog
+from policy_runtime.service import PolicyNotFound, PolicyService
+
+
+class MissingClusterId(ValueError):
+    """No cluster_id was given and the controller has no AIOS_CLUSTER_ID."""
+
+
+class UnknownPolicy(ValueError):
+    """A pre-check map names a policy that is not published."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    input_data: Any
+    policy_rule_uri: str
+    duration_ms: float
+    enforcement: str = "enforce"
+    reason: str = ""
+    # What the policy itself said, before the enforcement mode applied.
+    policy_allowed: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PolicyDenied(Exception):
+    """A governed action refused by its pre-check policy."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.reason or "denied by policy")
+        self.decision = decision
+
+
+def map_entry(value: Any) -> dict[str, Any] | None:
+    """A map entry as ``{"policyRuleURI", "parameters"}``: upstream stores a URI string or that."""
+    if isinstance(value, str):
+        return {"policyRuleURI": value, "parameters": {}} if value else None
+    if isinstance(value, dict) and value.get("policyRuleURI"):
+        return {"policyRuleURI": value["policyRuleURI"],
+                "parameters": value.get("parameters") or {}}
+    return None
+
+
+class PrecheckService:
+    """Decisions for one controller (its own cluster by default)."""
+
+    def __init__(self, clusters: ClusterStore, policies: PolicyService, log: DecisionLog,
+                 default_cluster_id: str = "") -> None:
+        self.clusters = clusters
+        self.policies = policies
+        self.log = log
+        self.default_cluster_id = default_cluster_id
+
+    def cluster_id(self, given: str | None) -> str:
+        cluster_id = given or self.default_cluster_id
+        if not cluster_id:
+            raise MissingClusterId("give cluster_id, or set AIOS_CLUSTER_ID on the controller")
+        return cluster_id
+
+    # -- the map ----------------------------------------------------------------------
+    def policy_map(self, cluster_id: str) -> dict[str, Any]:
+        config = self.clusters.get(cluster_id)["config"]
+        return config.get("actionsPolicyMap") or {}
+
+    def update_map(self, cluster_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Set the given actions' policies; "" removes one; others stay as they are."""
+        resolved: dict[str, str] = {}
+        for action, uri in changes.items():
+            name = canonical(action)
+            if not isinstance(uri, str):
+                raise UnknownPolicy(f'{action}: give a policy_rule_uri string, or "" to remove')
+            if uri:
+                try:
+                    self.policies.get(uri)
+                except PolicyNotFound:
+                    raise UnknownPolicy(f"{action}: no policy is published as {uri!r}") from None
+            resolved[name] = uri
+
+        def change(current: dict) -> dict:
+            mapping = dict(current["config"].get("actionsPolicyMap") or {})
+            for action, uri in resolved.items():
+                if uri:
+                    mapping[action] = uri
+                else:
+                    mapping.pop(action, None)
+            current["config"]["actionsPolicyMap"] = mapping
+            return current
+
+        return self.clusters.transform(cluster_id, change)["config"]["actionsPolicyMap"]
+
+    # -- decisions ----------------------------------------------------------------------
+    def decide(self, cluster_id: str, action: str, input_data: Any,
+               cluster: dict | None = None) -> Decision:
+        action = canonical(action)
+        cluster = cluster or self.clusters.get(cluster_id)
+        config = cluster["config"]
+        entry = map_entry((config.get("actionsPolicyMap") or {}).get(action))
+        enforcement = (config.get("actionsEnforcement") or {}).get(action, "enforce")
+        if entry is None:
+            return Decision(True, input_data, "", 0.0, enforcement, "no pre-check policy mapped")
+        uri = entry["policyRuleURI"]
+        allowed, result_input, reason, duration, keep_input = self._evaluate(
+            uri, input_data, entry["parameters"]
+        )
+        effective = allowed or enforcement in ("warn", "dryrun")
+        decision = Decision(
+            allowed=effective,
+            input_data=result_input if allowed else input_data,
+            policy_rule_uri=uri,
+            duration_ms=duration,
+            enforcement=enforcement,
+            reason=reason,
+            policy_allowed=allowed,
+        )
+        self.log.record(
+            cluster_id=cluster_id, action=action, policy_rule_uri=uri, allowed=allowed,
+            enforcement=enforcement, duration_ms=duration, input_data=input_data, reason=reason,
+            keep_input=keep_input,
+        )
+        return decision
+
+    def _evaluate(self, uri: str, input_data: Any, parameters: dict) -> tuple:
+        """(allowed, input_data, reason, duration_ms, keep_input) — failing closed."""
+        try:
+            policy = self.policies.get(uri)
+        except PolicyNotFound:
+            return False, input_data, f"policy {uri} is not published (fail closed)", 0.0, False
+        keep_input = bool((policy.get("policy_settings") or {}).get("log_input", False))
+        outcome = self.policies.evaluator.evaluate(policy, input_data, parameters=parameters)
+        if not outcome.ok:
+            error = outcome.error or {}
+            reason = f"{error.get('type')}: {error.get('message')} (fail closed)"
+            return False, input_data, reason, outcome.duration_ms, keep_input
+        result = outcome.result
+        if not isinstance(result, dict) or not isinstance(result.get("allowed"), bool):
+            reason = "the policy's result is not a decision {'allowed': bool, ...} (fail closed)"
+            return False, input_data, reason, outcome.duration_ms, keep_input
+        reason = str(result.get("reason") or ("allowed" if result["allowed"] else "denied"))
+        return (result["allowed"], result.get("input_data", input_data), reason,
+                outcome.duration_ms, keep_input)
+
+    # -- governed actions ---------------------------------------------------------------
+    def update_cluster(self, cluster_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Apply dotted-path fields (seeds/001) if the update_cluster policy allows it."""
+        check_update({"$set": fields})
+
+        def change(current: dict) -> dict:
+            decision = self.decide(
+                cluster_id, "update_cluster",
+                {"cluster_id": cluster_id, "update": fields, "cluster": current}, current,
+            )
+            if not decision.allowed:
+                raise PolicyDenied(decision)
+            update = fields
+            if isinstance(decision.input_data, dict) and isinstance(
+                decision.input_data.get("update"), dict
+            ):
+                update = decision.input_data["update"]  # the policy may rewrite it
+            check_update({"$set": update})
+            return self.clusters.preview(current, {"$set": update})
+
+        return self.clusters.transform(cluster_id, change)
