@@ -231,3 +231,55 @@ def test_decisions_are_logged(api: httpx.Client, cluster: dict) -> None:
     assert latest[0]["input_data"] == {"visible": 1}
     only = api.get("/decisions", params={"cluster_id": cluster["id"], "action": "block_mgmt"})
     assert [d["action"] for d in only.json()] == ["block_mgmt"]
+
+
+# -- node actions and the upstream gateway routes -------------------------------------------
+NEW_NODE = {
+    "id": "node-3",
+    "gpus": {"count": 4, "memory": 327680,
+             "gpus": [{"modelName": "NVIDIA H100", "memory": 81920}] * 4,
+             "features": ["fp8"], "modelNames": ["NVIDIA H100"]},
+    "vcpus": {"count": 64}, "memory": 524288, "swap": 0,
+    "storage": {"disks": 4, "size": 4194304},
+    "network": {"interfaces": 2, "txBandwidth": 25000, "rxBandwidth": 25000},
+}
+
+
+def test_add_and_remove_node_recompute_the_totals(api: httpx.Client, cluster: dict) -> None:
+    params = {"cluster_id": cluster["id"]}
+    added = api.post("/cluster-actions/add-node", params=params, json=NEW_NODE)
+    assert added.status_code == 200, added.text
+    body = added.json()
+    assert body["nodes"]["count"] == 3 and body["gpus"]["count"] == cluster["gpus"]["count"] + 4
+    assert body["memory"] == cluster["memory"] + 524288
+    again = api.post("/cluster-actions/add-node", params=params, json=NEW_NODE)
+    assert again.status_code == 409
+    broken = api.post("/cluster-actions/add-node", params=params,
+                      json={**NEW_NODE, "id": "node-4", "vcpus": {}})
+    assert broken.status_code == 422 and "vcpus.count" in broken.json()["detail"]
+    removed = api.delete("/cluster-actions/remove-node/node-3", params=params)
+    assert removed.status_code == 200
+    assert {k: removed.json()[k] for k in ("nodes", "gpus", "memory")} == {
+        k: cluster[k] for k in ("nodes", "gpus", "memory")}
+    missing = api.delete("/cluster-actions/remove-node/node-9", params=params)
+    assert missing.status_code == 404
+
+
+def test_add_node_is_governed(api: httpx.Client, cluster: dict) -> None:
+    set_map(api, cluster["id"], {"add_node": publish_example(api, "add-node-gpu-minimum")})
+    params = {"cluster_id": cluster["id"]}
+    no_gpu = {**NEW_NODE, "id": "cpu-1",
+              "gpus": {"count": 0, "memory": 0, "gpus": [], "features": [], "modelNames": []}}
+    denied = api.post("/cluster-actions/add-node", params=params, json=no_gpu)
+    assert denied.status_code == 403 and "0 GPUs" in denied.json()["detail"]
+    assert api.get(f"/clusters/{cluster['id']}").json()["nodes"] == cluster["nodes"]
+    assert api.post("/cluster-actions/add-node", params=params, json=NEW_NODE).status_code == 200
+
+
+def test_upstream_gateway_routes(api: httpx.Client) -> None:
+    document = {**copy.deepcopy(SEED), "id": f"gw-{secrets.token_hex(4)}"}
+    assert api.post("/clusters/create", json=document).status_code == 201
+    assert api.get(f"/clusters/read/{document['id']}").json()["id"] == document["id"]
+    assert api.delete(f"/clusters/delete/{document['id']}").json() == {"deleted": document["id"]}
+    assert api.get(f"/clusters/read/{document['id']}").status_code == 404, "404, not a 500"
+    assert api.delete(f"/clusters/delete/{document['id']}").status_code == 404

@@ -9,11 +9,20 @@ the denial, ``dryrun`` only evaluates. Every decision goes to the decision log.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
+from policy_runtime.clusters.document import NodeData, aggregate
 from policy_runtime.clusters.operators import check_update
-from policy_runtime.clusters.store import ClusterStore
+from policy_runtime.clusters.store import (
+    ClusterConflict,
+    ClusterNotFound,
+    ClusterStore,
+    InvalidCluster,
+)
 from policy_runtime.governance.actions import canonical
 from policy_runtime.governance.decisions import DecisionLog
 from policy_runtime.service import PolicyNotFound, PolicyService
@@ -179,3 +188,66 @@ class PrecheckService:
             return self.clusters.preview(current, {"$set": update})
 
         return self.clusters.transform(cluster_id, change)
+
+    def _governed(self, cluster_id: str, action: str, input_data: dict, current: dict) -> Any:
+        """The (possibly rewritten) input of an allowed action; PolicyDenied otherwise."""
+        decision = self.decide(cluster_id, action, input_data, current)
+        if not decision.allowed:
+            raise PolicyDenied(decision)
+        return decision.input_data if isinstance(decision.input_data, dict) else input_data
+
+    def add_node(self, cluster_id: str, node: dict[str, Any]) -> dict[str, Any]:
+        """Add a node if the add_node policy allows it; the totals are recomputed."""
+
+        def change(current: dict) -> dict:
+            allowed = self._governed(
+                cluster_id, "add_node",
+                {"cluster_id": cluster_id, "node": node, "cluster": current}, current,
+            )
+            new_node = NodeData.model_validate(allowed.get("node", node))
+            nodes = [NodeData.model_validate(n) for n in current["nodes"]["nodeData"]]
+            if any(n.id == new_node.id for n in nodes):
+                raise ClusterConflict(f"cluster {cluster_id!r} already has a node {new_node.id!r}")
+            return {**current, **aggregate([*nodes, new_node])}
+
+        return self.clusters.transform(cluster_id, _validating(change))
+
+    def remove_node(self, cluster_id: str, node_id: str) -> dict[str, Any]:
+        """Remove a node if the remove_node policy allows it; the totals are recomputed."""
+
+        def change(current: dict) -> dict:
+            nodes = [NodeData.model_validate(n) for n in current["nodes"]["nodeData"]]
+            if not any(n.id == node_id for n in nodes):
+                raise ClusterNotFound(f"cluster {cluster_id!r} has no node {node_id!r}")
+            self._governed(
+                cluster_id, "remove_node",
+                {"cluster_id": cluster_id, "node_id": node_id, "cluster": current}, current,
+            )
+            return {**current, **aggregate([n for n in nodes if n.id != node_id])}
+
+        return self.clusters.transform(cluster_id, change)
+
+    def create_cluster(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Add a cluster, governed by the add_cluster policy of the controller's own cluster."""
+        if self.default_cluster_id:
+            own = self.clusters.get(self.default_cluster_id)
+            allowed = self._governed(
+                self.default_cluster_id, "add_cluster", {"cluster": document}, own
+            )
+            document = allowed.get("cluster", document)
+        return self.clusters.create(document)
+
+
+def _validating(change: Callable[[dict], dict]) -> Callable[[dict], dict]:
+    """Report node documents that do not match the model as InvalidCluster (422)."""
+
+    def wrapped(current: dict) -> dict:
+        try:
+            return change(current)
+        except ValidationError as exc:
+            where = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            raise InvalidCluster(f"the node is invalid: {where}") from None
+
+    return wrapped

@@ -64,3 +64,38 @@ async def decisions(
     return await run_in_threadpool(
         service.log.latest, cluster_id=cluster_id, action=action, limit=limit
     )
+
+
+@router.post("/cluster-actions/add-node", summary="Governed: add a node to a cluster")
+async def add_node(
+    service: Precheck, body: Annotated[dict[str, Any], Body()], cluster_id: ClusterId = None
+) -> dict[str, Any]:
+    return await run_in_threadpool(service.add_node, service.cluster_id(cluster_id), body)
+
+
+@router.delete(
+    "/cluster-actions/remove-node/{node_id}", summary="Governed: remove a node from a cluster"
+)
+async def remove_node(
+    node_id: str, service: Precheck, cluster_id: ClusterId = None
+) -> dict[str, Any]:
+    return await run_in_threadpool(service.remove_node, service.cluster_id(cluster_id), node_id)
+
+
+# The upstream gateway's routes, kept for existing clients; missing clusters are 404s.
+@router.post("/clusters/create", status_code=201, summary="Governed: add a cluster (upstream)")
+async def gateway_create(
+    service: Precheck, body: Annotated[dict[str, Any], Body()]
+) -> dict[str, Any]:
+    return await run_in_threadpool(service.create_cluster, body)
+
+
+@router.get("/clusters/read/{cluster_id}", summary="One cluster (upstream gateway route)")
+async def gateway_read(cluster_id: str, service: Precheck) -> dict[str, Any]:
+    return await run_in_threadpool(service.clusters.get, cluster_id)
+
+
+@router.delete("/clusters/delete/{cluster_id}", summary="Remove a cluster (upstream route)")
+async def gateway_delete(cluster_id: str, service: Precheck) -> dict[str, Any]:
+    await run_in_threadpool(service.clusters.delete, cluster_id)
+    return {"deleted": cluster_id}
