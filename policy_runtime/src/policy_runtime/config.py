@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from policy_runtime.evaluation import LimitsConfig
@@ -28,7 +28,7 @@ class ConfigError(Exception):
 class Settings(BaseSettings):
     """Every option of the runtime. Each field is the env var ``AIOS_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="AIOS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="AIOS_", extra="ignore", populate_by_name=True)
 
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 in containers)")
     port: int = Field(8080, ge=0, le=65535, description="port to listen on")
@@ -39,6 +39,26 @@ class Settings(BaseSettings):
     cluster_id: str = Field(
         "", max_length=128, description="the controller's own cluster (default for cluster_id)"
     )
+    # Remote execution; the upstream deployment's variable names are accepted too.
+    policy_execution_mode: Literal["local", "remote"] = Field(
+        "local",
+        validation_alias=AliasChoices("AIOS_POLICY_EXECUTION_MODE", "POLICY_EXECUTION_MODE"),
+        description="where the controller runs pre-check policies: local, or remote",
+    )
+    policy_system_executor_id: str = Field(
+        "",
+        validation_alias=AliasChoices(
+            "AIOS_POLICY_SYSTEM_EXECUTOR_ID", "POLICY_SYSTEM_EXECUTOR_ID"
+        ),
+        description="the executor a remote controller uses unless its cluster names one",
+    )
+    policies_url: str = Field(
+        "", description="the policies system a remote controller calls, e.g. http://policies-system:10000"
+    )
+    remote_token: SecretStr | None = Field(
+        None, description="token for the policies system and executors (default: AIOS_API_TOKEN)"
+    )
+    remote_timeout_seconds: float = Field(10.0, gt=0, description="time limit of a remote call")
     run_modes: Annotated[list[RunMode], NoDecode] = Field(
         default_factory=lambda: [RunMode.POLICIES],
         description="comma list of run modes to serve: policies, clusters, controller",

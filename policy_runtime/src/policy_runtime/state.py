@@ -13,6 +13,8 @@ from pymongo import MongoClient
 from policy_runtime.clusters.store import ClusterStore
 from policy_runtime.config import RunMode, Settings
 from policy_runtime.evaluation import PolicyEvaluator
+from policy_runtime.executors.registry import ExecutorRegistry
+from policy_runtime.executors.remote import RemoteExecution
 from policy_runtime.governance.decisions import DecisionLog
 from policy_runtime.governance.precheck import PrecheckService
 from policy_runtime.metrics import RuntimeMetrics
@@ -38,6 +40,9 @@ class Runtime:
     policies: PolicyService | None = None
     clusters: ClusterStore | None = None
     precheck: PrecheckService | None = None
+    executors: ExecutorRegistry | None = None
+    # What this process sends to the policies system and executors.
+    remote_token: str | None = None
     database_healthy: bool = True
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -46,6 +51,10 @@ class Runtime:
         client = database.connect(settings.mongo_uri)
         db = client[settings.db_name]
         runtime = cls(settings, client, RuntimeMetrics())
+        runtime.remote_token = (
+            settings.remote_token.get_secret_value() if settings.remote_token
+            else settings.resolve_token()
+        )
         modes = set(settings.run_modes)
         # The controller governs clusters with policies: it needs both stores.
         if modes & {RunMode.CLUSTERS, RunMode.CONTROLLER}:
@@ -54,6 +63,8 @@ class Runtime:
         if modes & {RunMode.POLICIES, RunMode.CONTROLLER}:
             store = PolicyStore(db)
             _ensure_indexes(store.ensure_indexes)
+            runtime.executors = ExecutorRegistry(db)
+            _ensure_indexes(runtime.executors.ensure_indexes)
             runtime.pool = WorkerPool(
                 settings.pool_size,
                 settings.max_memory_mb,
@@ -71,7 +82,12 @@ class Runtime:
             log_ = DecisionLog(db)
             _ensure_indexes(log_.ensure_collection)
             runtime.precheck = PrecheckService(
-                runtime.clusters, runtime.policies, log_, settings.cluster_id
+                runtime.clusters, runtime.policies, log_, settings.cluster_id,
+                remote=RemoteExecution(
+                    settings.policies_url, runtime.remote_token, settings.remote_timeout_seconds
+                ),
+                execution_mode=settings.policy_execution_mode,
+                executor_id=settings.policy_system_executor_id,
             )
         threading.Thread(target=runtime._watch_database, name="db-health", daemon=True).start()
         return runtime

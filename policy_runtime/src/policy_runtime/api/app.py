@@ -13,12 +13,19 @@ from fastapi.openapi.utils import get_openapi
 from policy_runtime import __version__
 from policy_runtime.api.errors import install_handlers
 from policy_runtime.api.middleware import BearerAuthMiddleware, BodySizeLimitMiddleware
-from policy_runtime.api.routes import clusters, compat, controller, policies, system
+from policy_runtime.api.routes import (
+    clusters,
+    compat,
+    controller,
+    executors,
+    policies,
+    system,
+)
 from policy_runtime.config import RunMode, Settings
 from policy_runtime.state import Runtime
 
 ROUTERS_BY_MODE = {
-    RunMode.POLICIES: (policies.router, compat.router),
+    RunMode.POLICIES: (policies.router, compat.router, executors.router),
     RunMode.CLUSTERS: (clusters.router,),
     RunMode.CONTROLLER: (controller.router,),
 }

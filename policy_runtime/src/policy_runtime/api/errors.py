@@ -9,6 +9,12 @@ from pymongo.errors import PyMongoError
 from policy_runtime.clusters.operators import OperatorError
 from policy_runtime.clusters.store import ClusterConflict, ClusterNotFound, InvalidCluster
 from policy_runtime.errors import PolicyRuntimeError, Timeout
+from policy_runtime.executors.client import RemoteExecutionError
+from policy_runtime.executors.registry import (
+    ExecutorConflict,
+    ExecutorNotFound,
+    InvalidExecutor,
+)
 from policy_runtime.governance.actions import UnknownAction
 from policy_runtime.governance.precheck import MissingClusterId, PolicyDenied, UnknownPolicy
 from policy_runtime.package import ArchiveError, ArchiveTooLarge
@@ -19,6 +25,10 @@ from policy_runtime.store.policies import PolicyConflict
 # Most specific first: the first matching class decides the status.
 ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (PolicyDenied, 403),
+    (ExecutorNotFound, 404),
+    (ExecutorConflict, 409),
+    (InvalidExecutor, 422),
+    (RemoteExecutionError, 502),
     (UnknownAction, 400),
     (UnknownPolicy, 400),
     (MissingClusterId, 400),

@@ -23,6 +23,7 @@ from policy_runtime.clusters.store import (
     ClusterStore,
     InvalidCluster,
 )
+from policy_runtime.executors.remote import RemoteExecution
 from policy_runtime.governance.actions import canonical
 from policy_runtime.governance.decisions import DecisionLog
 from policy_runtime.service import PolicyNotFound, PolicyService
@@ -73,11 +74,25 @@ class PrecheckService:
     """Decisions for one controller (its own cluster by default)."""
 
     def __init__(self, clusters: ClusterStore, policies: PolicyService, log: DecisionLog,
-                 default_cluster_id: str = "") -> None:
+                 default_cluster_id: str = "", *, remote: RemoteExecution | None = None,
+                 execution_mode: str = "local", executor_id: str = "") -> None:
         self.clusters = clusters
         self.policies = policies
         self.log = log
         self.default_cluster_id = default_cluster_id
+        self.remote = remote
+        self.execution_mode = execution_mode
+        self.executor_id = executor_id
+
+    def _executor(self, config: dict) -> str | None:
+        """The executor to use for this cluster, or None to evaluate locally.
+
+        Remote when the cluster's config or the controller's POLICY_EXECUTION_MODE says so;
+        the cluster's policyExecutorId wins over POLICY_SYSTEM_EXECUTOR_ID.
+        """
+        if "remote" not in (config.get("policyExecutionMode"), self.execution_mode):
+            return None
+        return config.get("policyExecutorId") or self.executor_id
 
     def cluster_id(self, given: str | None) -> str:
         cluster_id = given or self.default_cluster_id
@@ -97,11 +112,8 @@ class PrecheckService:
             name = canonical(action)
             if not isinstance(uri, str):
                 raise UnknownPolicy(f'{action}: give a policy_rule_uri string, or "" to remove')
-            if uri:
-                try:
-                    self.policies.get(uri)
-                except PolicyNotFound:
-                    raise UnknownPolicy(f"{action}: no policy is published as {uri!r}") from None
+            if uri and not self._published(cluster_id, uri):
+                raise UnknownPolicy(f"{action}: no policy is published as {uri!r}")
             resolved[name] = uri
 
         def change(current: dict) -> dict:
@@ -116,6 +128,16 @@ class PrecheckService:
 
         return self.clusters.transform(cluster_id, change)["config"]["actionsPolicyMap"]
 
+    def _published(self, cluster_id: str, uri: str) -> bool:
+        config = self.clusters.get(cluster_id)["config"]
+        if self._executor(config) is not None and self.remote is not None:
+            return self.remote.policy_exists(uri)
+        try:
+            self.policies.get(uri)
+        except PolicyNotFound:
+            return False
+        return True
+
     # -- decisions ----------------------------------------------------------------------
     def decide(self, cluster_id: str, action: str, input_data: Any,
                cluster: dict | None = None) -> Decision:
@@ -127,9 +149,15 @@ class PrecheckService:
         if entry is None:
             return Decision(True, input_data, "", 0.0, enforcement, "no pre-check policy mapped")
         uri = entry["policyRuleURI"]
-        allowed, result_input, reason, duration, keep_input = self._evaluate(
-            uri, input_data, entry["parameters"]
-        )
+        executor = self._executor(config)
+        if executor is not None:
+            allowed, result_input, reason, duration, keep_input = self._evaluate_remotely(
+                executor, uri, input_data, entry["parameters"]
+            )
+        else:
+            allowed, result_input, reason, duration, keep_input = self._evaluate(
+                uri, input_data, entry["parameters"]
+            )
         effective = allowed or enforcement in ("warn", "dryrun")
         decision = Decision(
             allowed=effective,
@@ -159,13 +187,18 @@ class PrecheckService:
             error = outcome.error or {}
             reason = f"{error.get('type')}: {error.get('message')} (fail closed)"
             return False, input_data, reason, outcome.duration_ms, keep_input
-        result = outcome.result
-        if not isinstance(result, dict) or not isinstance(result.get("allowed"), bool):
-            reason = "the policy's result is not a decision {'allowed': bool, ...} (fail closed)"
-            return False, input_data, reason, outcome.duration_ms, keep_input
-        reason = str(result.get("reason") or ("allowed" if result["allowed"] else "denied"))
-        return (result["allowed"], result.get("input_data", input_data), reason,
-                outcome.duration_ms, keep_input)
+        return _interpret(outcome.result, input_data, outcome.duration_ms, keep_input)
+
+    def _evaluate_remotely(self, executor: str, uri: str, input_data: Any,
+                           parameters: dict) -> tuple:
+        if self.remote is None:
+            return False, input_data, "remote execution is not configured (fail closed)", 0.0, False
+        remote = self.remote.evaluate(executor, uri, input_data, parameters)
+        if not remote.ok:
+            reason = f"remote executor {executor}: {remote.error} (fail closed)"
+            return False, input_data, reason, remote.duration_ms, False
+        return _interpret(remote.result, input_data, remote.duration_ms, False)
+
 
     # -- governed actions ---------------------------------------------------------------
     def update_cluster(self, cluster_id: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -251,3 +284,12 @@ def _validating(change: Callable[[dict], dict]) -> Callable[[dict], dict]:
             raise InvalidCluster(f"the node is invalid: {where}") from None
 
     return wrapped
+
+
+def _interpret(result: Any, input_data: Any, duration: float, keep_input: bool) -> tuple:
+    """A policy result as (allowed, input_data, reason, duration_ms, keep_input)."""
+    if not isinstance(result, dict) or not isinstance(result.get("allowed"), bool):
+        reason = "the policy's result is not a decision {'allowed': bool, ...} (fail closed)"
+        return False, input_data, reason, duration, keep_input
+    reason = str(result.get("reason") or ("allowed" if result["allowed"] else "denied"))
+    return result["allowed"], result.get("input_data", input_data), reason, duration, keep_input

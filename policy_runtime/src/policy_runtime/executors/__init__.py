@@ -1,0 +1,1 @@
+"""Remote policy execution: the executor registry and the client a controller uses."""
