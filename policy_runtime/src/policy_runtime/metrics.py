@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -24,6 +24,12 @@ class RuntimeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.cluster_stable = Gauge(
+            "aios_cluster_stable",
+            "1 when the cluster's latest stability check said stable, else 0",
+            ["cluster_id"],
+            registry=self.registry,
+        )
         self.worker_restarts = Counter(
             "aios_sandbox_worker_restarts",
             "Sandbox workers killed and replaced, by reason",
@@ -37,3 +43,6 @@ class RuntimeMetrics:
 
     def record_restart(self, reason: str) -> None:
         self.worker_restarts.labels(reason=reason).inc()
+
+    def record_stability(self, cluster_id: str, stable: bool) -> None:
+        self.cluster_stable.labels(cluster_id=cluster_id).set(1 if stable else 0)

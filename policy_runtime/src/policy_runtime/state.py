@@ -16,7 +16,9 @@ from policy_runtime.evaluation import PolicyEvaluator
 from policy_runtime.executors.registry import ExecutorRegistry
 from policy_runtime.executors.remote import RemoteExecution
 from policy_runtime.governance.decisions import DecisionLog
+from policy_runtime.governance.mgmt import ManagementService
 from policy_runtime.governance.precheck import PrecheckService
+from policy_runtime.governance.stability import StabilityChecker
 from policy_runtime.metrics import RuntimeMetrics
 from policy_runtime.sandbox.pool import WorkerPool
 from policy_runtime.service import PolicyService
@@ -41,6 +43,8 @@ class Runtime:
     clusters: ClusterStore | None = None
     precheck: PrecheckService | None = None
     executors: ExecutorRegistry | None = None
+    stability: StabilityChecker | None = None
+    management: ManagementService | None = None
     # What this process sends to the policies system and executors.
     remote_token: str | None = None
     database_healthy: bool = True
@@ -89,6 +93,11 @@ class Runtime:
                 execution_mode=settings.policy_execution_mode,
                 executor_id=settings.policy_system_executor_id,
             )
+            runtime.stability = StabilityChecker(
+                db, runtime.precheck, runtime.metrics, settings.cluster_id
+            )
+            runtime.management = ManagementService(runtime.stability)
+            runtime.stability.start()
         threading.Thread(target=runtime._watch_database, name="db-health", daemon=True).start()
         return runtime
 
@@ -102,6 +111,8 @@ class Runtime:
 
     def close(self) -> None:
         self._stop.set()
+        if self.stability is not None:
+            self.stability.stop()
         if self.pool is not None:
             self.pool.close()
         self.client.close()

@@ -16,7 +16,9 @@ from policy_runtime.executors.registry import (
     InvalidExecutor,
 )
 from policy_runtime.governance.actions import UnknownAction
+from policy_runtime.governance.mgmt import BadCommand
 from policy_runtime.governance.precheck import MissingClusterId, PolicyDenied, UnknownPolicy
+from policy_runtime.governance.stability import NoStabilityPolicy, NoStabilityResult
 from policy_runtime.package import ArchiveError, ArchiveTooLarge
 from policy_runtime.sandbox.pool import PoolBusy, PoolClosed
 from policy_runtime.service import BadPolicyRequest, PolicyNotFound, RequestTooLarge
@@ -25,6 +27,9 @@ from policy_runtime.store.policies import PolicyConflict
 # Most specific first: the first matching class decides the status.
 ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (PolicyDenied, 403),
+    (NoStabilityPolicy, 409),
+    (NoStabilityResult, 404),
+    (BadCommand, 400),
     (ExecutorNotFound, 404),
     (ExecutorConflict, 409),
     (InvalidExecutor, 422),

@@ -52,6 +52,17 @@ class Decision:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Execution:
+    """One run of a policy: its result, or the error that stopped it."""
+
+    ok: bool
+    result: Any
+    error: str
+    duration_ms: float
+    keep_input: bool = False
+
+
 class PolicyDenied(Exception):
     """A governed action refused by its pre-check policy."""
 
@@ -112,7 +123,7 @@ class PrecheckService:
             name = canonical(action)
             if not isinstance(uri, str):
                 raise UnknownPolicy(f'{action}: give a policy_rule_uri string, or "" to remove')
-            if uri and not self._published(cluster_id, uri):
+            if uri and not self.is_published(cluster_id, uri):
                 raise UnknownPolicy(f"{action}: no policy is published as {uri!r}")
             resolved[name] = uri
 
@@ -128,7 +139,7 @@ class PrecheckService:
 
         return self.clusters.transform(cluster_id, change)["config"]["actionsPolicyMap"]
 
-    def _published(self, cluster_id: str, uri: str) -> bool:
+    def is_published(self, cluster_id: str, uri: str) -> bool:
         config = self.clusters.get(cluster_id)["config"]
         if self._executor(config) is not None and self.remote is not None:
             return self.remote.policy_exists(uri)
@@ -149,15 +160,12 @@ class PrecheckService:
         if entry is None:
             return Decision(True, input_data, "", 0.0, enforcement, "no pre-check policy mapped")
         uri = entry["policyRuleURI"]
-        executor = self._executor(config)
-        if executor is not None:
-            allowed, result_input, reason, duration, keep_input = self._evaluate_remotely(
-                executor, uri, input_data, entry["parameters"]
-            )
+        run = self.execute(config, uri, input_data, entry["parameters"])
+        if run.ok:
+            allowed, result_input, reason = _interpret(run.result, input_data)
         else:
-            allowed, result_input, reason, duration, keep_input = self._evaluate(
-                uri, input_data, entry["parameters"]
-            )
+            allowed, result_input, reason = False, input_data, f"{run.error} (fail closed)"
+        duration, keep_input = run.duration_ms, run.keep_input
         effective = allowed or enforcement in ("warn", "dryrun")
         decision = Decision(
             allowed=effective,
@@ -175,30 +183,28 @@ class PrecheckService:
         )
         return decision
 
-    def _evaluate(self, uri: str, input_data: Any, parameters: dict) -> tuple:
-        """(allowed, input_data, reason, duration_ms, keep_input) — failing closed."""
+    def execute(self, config: dict, uri: str, input_data: Any, parameters: dict) -> Execution:
+        """Run a policy for a cluster, locally or on its remote executor; never raises."""
+        executor = self._executor(config)
+        if executor is not None:
+            if self.remote is None:
+                return Execution(False, None, "remote execution is not configured", 0.0)
+            remote = self.remote.evaluate(executor, uri, input_data, parameters)
+            if not remote.ok:
+                error = f"remote executor {executor}: {remote.error}"
+                return Execution(False, None, error, remote.duration_ms)
+            return Execution(True, remote.result, "", remote.duration_ms)
         try:
             policy = self.policies.get(uri)
         except PolicyNotFound:
-            return False, input_data, f"policy {uri} is not published (fail closed)", 0.0, False
+            return Execution(False, None, f"policy {uri} is not published", 0.0)
         keep_input = bool((policy.get("policy_settings") or {}).get("log_input", False))
         outcome = self.policies.evaluator.evaluate(policy, input_data, parameters=parameters)
         if not outcome.ok:
             error = outcome.error or {}
-            reason = f"{error.get('type')}: {error.get('message')} (fail closed)"
-            return False, input_data, reason, outcome.duration_ms, keep_input
-        return _interpret(outcome.result, input_data, outcome.duration_ms, keep_input)
-
-    def _evaluate_remotely(self, executor: str, uri: str, input_data: Any,
-                           parameters: dict) -> tuple:
-        if self.remote is None:
-            return False, input_data, "remote execution is not configured (fail closed)", 0.0, False
-        remote = self.remote.evaluate(executor, uri, input_data, parameters)
-        if not remote.ok:
-            reason = f"remote executor {executor}: {remote.error} (fail closed)"
-            return False, input_data, reason, remote.duration_ms, False
-        return _interpret(remote.result, input_data, remote.duration_ms, False)
-
+            message = f"{error.get('type')}: {error.get('message')}"
+            return Execution(False, None, message, outcome.duration_ms, keep_input)
+        return Execution(True, outcome.result, "", outcome.duration_ms, keep_input)
 
     # -- governed actions ---------------------------------------------------------------
     def update_cluster(self, cluster_id: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -286,10 +292,12 @@ def _validating(change: Callable[[dict], dict]) -> Callable[[dict], dict]:
     return wrapped
 
 
-def _interpret(result: Any, input_data: Any, duration: float, keep_input: bool) -> tuple:
-    """A policy result as (allowed, input_data, reason, duration_ms, keep_input)."""
+
+def _interpret(result: Any, input_data: Any) -> tuple[bool, Any, str]:
+    """A pre-check result as (allowed, input_data, reason); anything else denies."""
     if not isinstance(result, dict) or not isinstance(result.get("allowed"), bool):
-        reason = "the policy's result is not a decision {'allowed': bool, ...} (fail closed)"
-        return False, input_data, reason, duration, keep_input
+        return False, input_data, (
+            "the policy's result is not a decision {'allowed': bool, ...} (fail closed)"
+        )
     reason = str(result.get("reason") or ("allowed" if result["allowed"] else "denied"))
-    return result["allowed"], result.get("input_data", input_data), reason, duration, keep_input
+    return result["allowed"], result.get("input_data", input_data), reason

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from policy_runtime.api.deps import precheck_service
 from policy_runtime.governance.precheck import PrecheckService
@@ -99,3 +100,39 @@ async def gateway_read(cluster_id: str, service: Precheck) -> dict[str, Any]:
 async def gateway_delete(cluster_id: str, service: Precheck) -> dict[str, Any]:
     await run_in_threadpool(service.clusters.delete, cluster_id)
     return {"deleted": cluster_id}
+
+
+@router.put("/nodes-data", summary="Push the cluster's node data for the stability checker")
+async def put_nodes_data(
+    service: Precheck, request: Request, body: Annotated[list[Any], Body()],
+    cluster_id: ClusterId = None,
+) -> dict[str, Any]:
+    cid = service.cluster_id(cluster_id)
+    await run_in_threadpool(request.app.state.runtime.stability.put_nodes, cid, body)
+    return {"cluster_id": cid, "nodes": len(body)}
+
+
+@router.get("/check_stability", summary="The latest stability check of the cluster")
+async def check_stability(
+    service: Precheck, request: Request, cluster_id: ClusterId = None
+) -> dict[str, Any]:
+    cid = service.cluster_id(cluster_id)
+    return await run_in_threadpool(request.app.state.runtime.stability.latest, cid)
+
+
+class MgmtCommand(BaseModel):
+    block_id: str = ""
+    service: str
+    mgmt_action: str = Field(min_length=1)
+    mgmt_data: Any = None
+
+
+@router.post("/mgmt", summary="Management command (stability_checker: set_policy, ...)")
+async def mgmt(
+    service: Precheck, request: Request, body: MgmtCommand, cluster_id: ClusterId = None
+) -> dict[str, Any]:
+    cid = service.cluster_id(cluster_id)
+    return await run_in_threadpool(
+        request.app.state.runtime.management.handle, cid, body.service, body.mgmt_action,
+        body.mgmt_data,
+    )

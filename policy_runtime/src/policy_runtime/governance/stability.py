@@ -1,0 +1,157 @@
+"""The stability checker: a controller's background loop over its cluster's stability policy.
+
+The policy is configured in the cluster document's ``config.stabilityChecker``
+(``{"policyRuleURI", "parameters", "interval", "paused"}``, as upstream stores it) and
+receives ``{"cluster_data": <cluster document>, "nodes_data": [...]}``; it returns
+``{"is_stable": bool, "stability_check_data": {...}}``. Node data is pushed with
+``PUT /nodes-data``. When the controller runs as several replicas, a lease document in
+MongoDB elects the one that runs the loop; another takes over when the lease expires
+(two intervals).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from policy_runtime.governance.precheck import PrecheckService
+from policy_runtime.metrics import RuntimeMetrics
+
+log = logging.getLogger(__name__)
+TICK_SECONDS = 0.2
+IDLE_POLL_SECONDS = 1.0
+
+
+def _now() -> float:
+    return time.time()
+
+
+class StabilityChecker:
+    """Runs checks, stores the latest result, and holds the lease of the loop."""
+
+    def __init__(self, db: Database, precheck: PrecheckService, metrics: RuntimeMetrics,
+                 cluster_id: str) -> None:
+        self.results = db["stability_results"]
+        self.nodes = db["nodes_data"]
+        self.leases = db["leases"]
+        self.precheck = precheck
+        self.metrics = metrics
+        self.cluster_id = cluster_id
+        self.runner = f"{socket.gethostname()}:{os.getpid()}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- node data ---------------------------------------------------------------------
+    def put_nodes(self, cluster_id: str, nodes: list[Any]) -> None:
+        self.precheck.clusters.get(cluster_id)  # 404 for unknown clusters
+        self.nodes.replace_one(
+            {"_id": cluster_id},
+            {"_id": cluster_id, "nodes": nodes, "updated_at": datetime.now(UTC).isoformat()},
+            upsert=True,
+        )
+
+    def nodes_data(self, cluster_id: str) -> list[Any]:
+        document = self.nodes.find_one({"_id": cluster_id})
+        return document["nodes"] if document else []
+
+    # -- checks ------------------------------------------------------------------------
+    def run_check(self, cluster_id: str) -> dict[str, Any]:
+        """Evaluate the configured policy now and store the result."""
+        cluster = self.precheck.clusters.get(cluster_id)
+        checker = cluster["config"].get("stabilityChecker") or {}
+        uri = checker.get("policyRuleURI") or ""
+        if not uri:
+            raise NoStabilityPolicy(
+                f"cluster {cluster_id!r} has no stability policy: "
+                'POST /mgmt {"service": "stability_checker", "mgmt_action": "set_policy", ...}'
+            )
+        run = self.precheck.execute(
+            cluster["config"], uri,
+            {"cluster_data": cluster, "nodes_data": self.nodes_data(cluster_id)},
+            checker.get("parameters") or {},
+        )
+        result = run.result if run.ok else None
+        if isinstance(result, dict) and isinstance(result.get("is_stable"), bool):
+            stable, data = result["is_stable"], result.get("stability_check_data") or {}
+        else:
+            # A failing or malformed check reports the cluster as not stable, with the reason.
+            reason = run.error if not run.ok else "the policy's result has no boolean is_stable"
+            stable, data = False, {"error": reason}
+        entry = {
+            "cluster_id": cluster_id,
+            "is_stable": stable,
+            "stability_check_data": data,
+            "checked_at": datetime.now(UTC).isoformat(),
+            "policy_rule_uri": uri,
+            "duration_ms": round(run.duration_ms, 3),
+            "runner": self.runner,
+        }
+        self.results.replace_one({"_id": cluster_id}, {"_id": cluster_id, **entry}, upsert=True)
+        self.metrics.record_stability(cluster_id, stable)
+        return entry
+
+    def latest(self, cluster_id: str) -> dict[str, Any]:
+        document = self.results.find_one({"_id": cluster_id}, {"_id": 0})
+        if document is None:
+            raise NoStabilityResult(f"no stability check has run for cluster {cluster_id!r} yet")
+        return document
+
+    # -- the loop ----------------------------------------------------------------------
+    def acquire_lease(self, cluster_id: str, seconds: float) -> bool:
+        """Become (or stay) the runner for ``seconds``; False while another holds it."""
+        now = _now()
+        try:
+            self.leases.find_one_and_update(
+                {"_id": f"stability:{cluster_id}",
+                 "$or": [{"holder": self.runner}, {"expires_at": {"$lt": now}}]},
+                {"$set": {"holder": self.runner, "expires_at": now + seconds}},
+                upsert=True, return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            return False  # held by another replica, not expired
+        return True
+
+    def start(self) -> None:
+        if self.cluster_id:
+            self._thread = threading.Thread(target=self._loop, name="stability", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        next_run = 0.0
+        while not self._stop.wait(TICK_SECONDS):
+            if _now() < next_run:
+                continue
+            # Until a policy is configured (or while the cluster is missing), look again
+            # soon, so that configuration changes take effect without a restart.
+            wait = IDLE_POLL_SECONDS
+            try:
+                checker = self.precheck.clusters.get(self.cluster_id)["config"].get(
+                    "stabilityChecker") or {}
+                if checker.get("policyRuleURI") and not checker.get("paused"):
+                    wait = float(checker.get("interval") or 60)
+                    if self.acquire_lease(self.cluster_id, 2 * wait):
+                        self.run_check(self.cluster_id)
+            except Exception as exc:  # the loop must outlive any one failure
+                log.warning("stability check of %s failed: %s", self.cluster_id, exc)
+            next_run = _now() + wait
+
+class NoStabilityPolicy(LookupError):
+    """The cluster has no stability policy configured."""
+
+
+class NoStabilityResult(LookupError):
+    """No check has run yet."""

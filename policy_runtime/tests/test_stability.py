@@ -1,0 +1,145 @@
+"""The stability checker: configuration by /mgmt, checks, results, metric, and the lease."""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import EXAMPLES_DIR, SEED_CLUSTER, RuntimeServer
+from test_governance_api import publish_example
+
+from policy_runtime.embedded_db import EmbeddedDatabase
+
+SEED = json.loads(SEED_CLUSTER.read_text())
+CASES = EXAMPLES_DIR / "cluster-stability" / "cases"
+
+
+@pytest.fixture()
+def cluster_id(api: httpx.Client) -> str:
+    document = {**copy.deepcopy(SEED), "id": f"stab-{secrets.token_hex(4)}"}
+    assert api.post("/clusters", json=document).status_code == 201
+    return document["id"]
+
+
+def mgmt(api: httpx.Client, cluster_id: str, action: str, data: object = None) -> httpx.Response:
+    return api.post("/mgmt", params={"cluster_id": cluster_id},
+                    json={"block_id": "", "service": "stability_checker", "mgmt_action": action,
+                          "mgmt_data": data})
+
+
+def test_configure_push_and_check(api: httpx.Client, cluster_id: str) -> None:
+    params = {"cluster_id": cluster_id}
+    assert api.get("/check_stability", params=params).status_code == 404
+    assert mgmt(api, cluster_id, "run_now").status_code == 409, "no policy configured yet"
+    uri = publish_example(api, "cluster-stability")
+    configured = mgmt(api, cluster_id, "set_policy", {"policy_rule_uri": uri})
+    assert configured.status_code == 200
+    assert configured.json()["stabilityChecker"]["policyRuleURI"] == uri
+    case = json.loads((CASES / "unstable_gpu_and_cpu.json").read_text())
+    pushed = api.put("/nodes-data", params=params, json=case["input_data"]["nodes_data"])
+    assert pushed.json() == {"cluster_id": cluster_id, "nodes": 4}
+
+    result = mgmt(api, cluster_id, "run_now").json()
+    expected = dict(case["expected"]["stability_check_data"], cluster_id=cluster_id)
+    assert result["is_stable"] is False and result["stability_check_data"] == expected
+    latest = api.get("/check_stability", params=params).json()
+    assert {k: latest[k] for k in ("is_stable", "stability_check_data", "policy_rule_uri")} == {
+        "is_stable": False, "stability_check_data": expected, "policy_rule_uri": uri}
+    assert latest["checked_at"]
+    assert f'aios_cluster_stable{{cluster_id="{cluster_id}"}} 0.0' in api.get("/metrics").text
+
+    stable = json.loads((CASES / "stable.json").read_text())
+    api.put("/nodes-data", params=params, json=stable["input_data"]["nodes_data"])
+    assert mgmt(api, cluster_id, "run_now").json()["is_stable"] is True
+    assert f'aios_cluster_stable{{cluster_id="{cluster_id}"}} 1.0' in api.get("/metrics").text
+
+
+def test_interval_pause_resume(api: httpx.Client, cluster_id: str) -> None:
+    assert mgmt(api, cluster_id, "set_interval", {"interval_seconds": 5}).json()[
+        "stabilityChecker"]["interval"] == 5
+    assert mgmt(api, cluster_id, "pause").json()["stabilityChecker"]["paused"] is True
+    assert mgmt(api, cluster_id, "resume").json()["stabilityChecker"]["paused"] is False
+    assert mgmt(api, cluster_id, "set_interval", {"interval_seconds": 0}).status_code == 400
+
+
+def test_other_actions_reach_the_policy(api: httpx.Client, cluster_id: str) -> None:
+    uri = publish_example(api, "cluster-stability")
+    lenient = {"policy_rule_uri": uri, "parameters": {"min_healthy_ratio": 0.5}}
+    mgmt(api, cluster_id, "set_policy", lenient)
+    answer = mgmt(api, cluster_id, "get_thresholds", {}).json()
+    assert answer["result"]["parameters"]["min_healthy_ratio"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"service": "vdag_controller", "mgmt_action": "pause"}, 400, "unknown service"),
+        ({"service": "stability_checker", "mgmt_action": "set_policy",
+          "mgmt_data": {"policy_rule_uri": "aiosv1.policies.nope:v1"}}, 400, "no policy"),
+        ({"service": "stability_checker", "mgmt_action": "set_policy"}, 400, "policy_rule_uri"),
+        ({"service": "stability_checker", "mgmt_action": "get_thresholds"}, 400,
+         "no stability policy"),
+    ],
+)
+def test_bad_commands(
+    api: httpx.Client, cluster_id: str, body: dict, status: int, needle: str
+) -> None:
+    response = api.post("/mgmt", params={"cluster_id": cluster_id}, json=body)
+    assert response.status_code == status and needle in response.json()["detail"]
+
+
+def runner_of(server: RuntimeServer, cluster_id: str) -> str | None:
+    with server.client() as client:
+        response = client.get("/check_stability", params={"cluster_id": cluster_id})
+    return response.json()["runner"] if response.status_code == 200 else None
+
+
+def wait_for(predicate, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_one_replica_runs_the_loop_and_another_takes_over(
+    embedded_db: EmbeddedDatabase, tmp_path: Path
+) -> None:
+    cluster_id = f"lease-{secrets.token_hex(4)}"
+    token = secrets.token_urlsafe(16)
+    env = {"AIOS_RUN_MODES": "policies,clusters,controller", "AIOS_DB_NAME": "aios_lease",
+           "AIOS_CLUSTER_ID": cluster_id}
+    first = RuntimeServer(embedded_db.uri, token, tmp_path / "a.log", **env).start()
+    second = RuntimeServer(embedded_db.uri, token, tmp_path / "b.log", **env).start()
+    try:
+        with first.client() as api:
+            document = {**copy.deepcopy(SEED), "id": cluster_id}
+            assert api.post("/clusters", json=document).status_code == 201
+            uri = publish_example(api, "cluster-stability")
+            mgmt(api, cluster_id, "set_interval", {"interval_seconds": 0.3})
+            mgmt(api, cluster_id, "set_policy", {"policy_rule_uri": uri})
+            nodes = json.loads((CASES / "stable.json").read_text())["input_data"]["nodes_data"]
+            api.put("/nodes-data", params={"cluster_id": cluster_id}, json=nodes)
+        assert wait_for(lambda: runner_of(first, cluster_id) is not None)
+        leader = runner_of(first, cluster_id)
+        runners = set()
+        for _ in range(10):  # several intervals: the same replica keeps the lease
+            time.sleep(0.2)
+            runners.add(runner_of(first, cluster_id))
+        assert runners == {leader}
+        pids = {str(first.proc.pid): first, str(second.proc.pid): second}
+        leader_server = pids[leader.rsplit(":", 1)[1]]
+        other = second if leader_server is first else first
+        leader_server.stop()
+        assert wait_for(lambda: runner_of(other, cluster_id) not in (None, leader), 10.0), (
+            "the other replica must take over once the lease expires"
+        )
+    finally:
+        first.stop()
+        second.stop()
