@@ -36,6 +36,7 @@ RESOURCES = [
     ("batch/v1", "jobs", "Job", True),
     ("batch/v1", "cronjobs", "CronJob", True),
     ("storage.k8s.io/v1", "storageclasses", "StorageClass", False),
+    ("metrics.k8s.io/v1beta1", "nodes", "NodeMetrics", False),
 ]
 _BY_PLURAL = {(gv, plural): (kind, namespaced) for gv, plural, kind, namespaced in RESOURCES}
 _SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields")

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         None, description="token for the policies system and executors (default: AIOS_API_TOKEN)"
     )
     remote_timeout_seconds: float = Field(10.0, gt=0, description="time limit of a remote call")
+    nodes_source: Literal["push", "kubernetes"] = Field(
+        "push", description="node data of the stability checker: pushed, or read from Kubernetes"
+    )
     run_modes: Annotated[list[RunMode], NoDecode] = Field(
         default_factory=lambda: [RunMode.POLICIES],
         description="comma list of run modes to serve: policies, clusters, controller",

@@ -17,6 +17,7 @@ from policy_runtime.executors.registry import ExecutorRegistry
 from policy_runtime.executors.remote import RemoteExecution
 from policy_runtime.governance.decisions import DecisionLog
 from policy_runtime.governance.mgmt import ManagementService
+from policy_runtime.governance.nodes_source import KubernetesNodes
 from policy_runtime.governance.precheck import PrecheckService
 from policy_runtime.governance.stability import StabilityChecker
 from policy_runtime.metrics import RuntimeMetrics
@@ -94,7 +95,8 @@ class Runtime:
                 executor_id=settings.policy_system_executor_id,
             )
             runtime.stability = StabilityChecker(
-                db, runtime.precheck, runtime.metrics, settings.cluster_id
+                db, runtime.precheck, runtime.metrics, settings.cluster_id,
+                live_nodes=KubernetesNodes() if settings.nodes_source == "kubernetes" else None,
             )
             runtime.management = ManagementService(runtime.stability)
             runtime.stability.start()

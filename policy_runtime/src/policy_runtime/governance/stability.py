@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,13 +40,15 @@ class StabilityChecker:
     """Runs checks, stores the latest result, and holds the lease of the loop."""
 
     def __init__(self, db: Database, precheck: PrecheckService, metrics: RuntimeMetrics,
-                 cluster_id: str) -> None:
+                 cluster_id: str, live_nodes: Callable[[str], list] | None = None) -> None:
         self.results = db["stability_results"]
         self.nodes = db["nodes_data"]
         self.leases = db["leases"]
         self.precheck = precheck
         self.metrics = metrics
         self.cluster_id = cluster_id
+        # None: the pushed node data; else a live source (nodes_source.KubernetesNodes).
+        self.live_nodes = live_nodes
         self.runner = f"{socket.gethostname()}:{os.getpid()}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -60,6 +63,8 @@ class StabilityChecker:
         )
 
     def nodes_data(self, cluster_id: str) -> list[Any]:
+        if self.live_nodes is not None:
+            return self.live_nodes(cluster_id)
         document = self.nodes.find_one({"_id": cluster_id})
         return document["nodes"] if document else []
 
