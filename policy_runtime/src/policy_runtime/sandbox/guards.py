@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import operator
 import types
-import weakref
 from typing import Any
 
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
@@ -121,47 +120,33 @@ def guarded_getiter(obj: Any) -> Any:
     return iter(obj)
 
 
-# Classes created by policy code (through ``__metaclass__``). Only their instances, and
-# plain containers, may be written to: shared objects such as classes of the allowed
-# modules must never change, or one policy could poison the next one in the same worker.
-# Keyed by id() for speed; the weak reference proves the id was not reused by another
-# class after a policy class was collected.
-_policy_classes: dict[int, weakref.ref[type]] = {}
-
-
-def _forget_policy_class(key: int, ref: weakref.ref[type]) -> None:
-    if _policy_classes.get(key) is ref:
-        del _policy_classes[key]
+# Classes created by policy code (through ``__metaclass__``) carry this marker in their
+# own __dict__. Only their instances, and plain containers, may be written to: shared
+# objects such as classes of the allowed modules must never change, or one policy could
+# poison the next one in the same worker. Policy code cannot set the marker itself
+# (names starting with "_" do not compile), and a marker in a base class does not count.
+_POLICY_CLASS_MARK = "__aios_policy_class__"
 
 _WRITABLE_TYPES = frozenset({dict, list, set, bytearray})
 
 
 def policy_class_factory(name: str, bases: tuple, namespace: dict, **kwargs: Any) -> type:
-    """``__metaclass__`` of restricted code: builds a class and records it as policy-owned."""
+    """``__metaclass__`` of restricted code: builds a class and marks it as policy-owned."""
     if kwargs:
         raise GuardViolation("class keyword arguments are not allowed in policies")
-    cls = type(name, bases, namespace)
-    key = id(cls)
-    _policy_classes[key] = weakref.ref(cls, lambda ref: _forget_policy_class(key, ref))
-    return cls
+    return type(name, bases, {**namespace, _POLICY_CLASS_MARK: True})
 
 
 def is_policy_class(cls: object) -> bool:
-    ref = _policy_classes.get(id(cls))
-    return ref is not None and ref() is cls
+    return isinstance(cls, type) and _POLICY_CLASS_MARK in cls.__dict__
 
 
 def guarded_write(obj: Any) -> Any:
     """``_write_``: allow changes only to containers and the policy's own objects."""
     cls = type(obj)
-    if cls in _WRITABLE_TYPES:
+    if cls in _WRITABLE_TYPES or _POLICY_CLASS_MARK in cls.__dict__:
         return obj
-    # is_policy_class() of the class and of the object itself, inlined: this is hot.
-    ref = _policy_classes.get(id(cls))
-    if ref is not None and ref() is cls:
-        return obj
-    ref = _policy_classes.get(id(obj))
-    if ref is not None and ref() is obj:
+    if isinstance(obj, type) and _POLICY_CLASS_MARK in obj.__dict__:
         return obj
     # Instances of the container classes of the allowed ``collections`` module
     # (OrderedDict, Counter, deque, ...) are always fresh objects the policy created:
