@@ -43,6 +43,7 @@ lint: $(STAMP) collection-link ## ruff, hadolint, yamllint, ansible-lint (produc
 	$(BIN)/yamllint --strict .
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production
 	$(BIN)/python scripts/role_docs.py --check
+	$(BIN)/python scripts/sync_cluster_model.py --check
 	$(BIN)/antsibull-changelog lint
 
 sanity: $(STAMP) ## ansible-test sanity on the built collection (no ignore file)

@@ -5,18 +5,22 @@ unchanged. Only pydantic is imported here: the collection's Ansible modules vali
 onboarding documents with the same model. Unknown fields are refused (a typo must not
 be stored silently); the free-form parts of the seed (``customPolicySystem``,
 ``actionsPolicyMap``, ``miscContactInfo``, ``additionalInfo``) take any JSON.
+
+scripts/sync_cluster_model.py copies this file into the collection's module_utils; it
+is written for the Python versions Ansible modules run on (typing.Union and friends, as
+pydantic evaluates the annotations at run time).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 # A quantity in MB or MBps: integers stay integers (the seed's documents use them).
-Amount = Annotated[int | float, Field(ge=0)]
+Amount = Annotated[Union[int, float], Field(ge=0)]
 
 
 class _Strict(BaseModel):
@@ -31,9 +35,9 @@ class GpuModel(_Strict):
 class NodeGpus(_Strict):
     count: NonNegativeInt
     memory: Amount = Field(description="total GPU memory in MB")
-    gpus: list[GpuModel] = Field(default_factory=list)
-    features: list[str] = Field(default_factory=list)
-    modelNames: list[str] = Field(default_factory=list)
+    gpus: List[GpuModel] = Field(default_factory=list)
+    features: List[str] = Field(default_factory=list)
+    modelNames: List[str] = Field(default_factory=list)
 
 
 class Count(_Strict):
@@ -63,7 +67,7 @@ class NodeData(_Strict):
 
 class Nodes(_Strict):
     count: NonNegativeInt
-    nodeData: list[NodeData] = Field(default_factory=list)
+    nodeData: List[NodeData] = Field(default_factory=list)
 
 
 class Gpus(_Strict):
@@ -83,7 +87,7 @@ class StabilityChecker(_Strict):
     """Which stability policy the controller runs, as upstream AIOS stores it."""
 
     policyRuleURI: str = ""
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: Dict[str, Any] = Field(default_factory=dict)
     interval: float = Field(60, gt=0, description="seconds between checks")
     paused: bool = False
 
@@ -97,19 +101,19 @@ class ClusterConfig(_Strict):
     customPolicySystem: Any = None
     publicHostname: str
     useGateway: bool = True
-    actionsPolicyMap: dict[str, Any] = Field(default_factory=dict)
+    actionsPolicyMap: Dict[str, Any] = Field(default_factory=dict)
     urlMap: UrlMap
     # Governance additions (DESIGN.md section 5): enforcement per action, stability checker.
-    actionsEnforcement: dict[str, Enforcement] = Field(default_factory=dict)
-    stabilityChecker: StabilityChecker | None = None
+    actionsEnforcement: Dict[str, Enforcement] = Field(default_factory=dict)
+    stabilityChecker: Optional[StabilityChecker] = None
 
 
 class ClusterMetadata(_Strict):
     name: str
     description: str
     owner: str
-    email: str | None = None
-    countries: list[str] = Field(default_factory=list)
+    email: Optional[str] = None
+    countries: List[str] = Field(default_factory=list)
     miscContactInfo: Any = None
     additionalInfo: Any = None
 
@@ -118,7 +122,7 @@ class ClusterDocument(_Strict):
     """One onboarded cluster."""
 
     id: str = Field(pattern=ID_PATTERN)
-    regionId: str | None = None
+    regionId: Optional[str] = None
     status: str = Field(min_length=1)
     nodes: Nodes
     gpus: Gpus
@@ -128,12 +132,12 @@ class ClusterDocument(_Strict):
     storage: Storage
     network: Network
     config: ClusterConfig
-    tags: list[str]
+    tags: List[str]
     clusterMetadata: ClusterMetadata
-    reputation: int | float | None = None
+    reputation: Optional[Union[int, float]] = None
 
 
-def aggregate(nodes: list[NodeData]) -> dict[str, Any]:
+def aggregate(nodes: List[NodeData]) -> Dict[str, Any]:
     """The cluster-level totals of seeds/003 computed from its nodes."""
     return {
         "nodes": {"count": len(nodes), "nodeData": [n.model_dump() for n in nodes]},
