@@ -12,23 +12,12 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.aios.platform.plugins.module_utils.quantity import (
+    parse_quantity as quantity_bytes,
+)
+
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 CNI_NAMES = ("weave", "flannel", "calico", "cilium")
-
-_QUANTITY = re.compile(r"^([0-9.]+)([KMGTPE]i?|[mk])?$")
-_FACTORS = {
-    None: 1, "k": 10 ** 3, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "T": 10 ** 12, "P": 10 ** 15,
-    "E": 10 ** 18, "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50,
-    "Ei": 2 ** 60, "m": 0.001,
-}
-
-
-def quantity_bytes(value):
-    """A Kubernetes quantity ("8029384Ki", "40Gi", "8G") in bytes; None when unreadable."""
-    match = _QUANTITY.match(str(value or "").strip())
-    if not match:
-        return None
-    return float(match.group(1)) * _FACTORS[match.group(2)]
 
 
 def _name(obj):

@@ -1,0 +1,127 @@
+# Copyright: AIOS platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Building a cluster document (seeds/003) from a cluster config and Kubernetes nodes.
+
+Pure functions, shared by the cluster_onboard module and its tests. Memory, swap and
+storage are in MiB, as upstream AIOS counts them. Values Kubernetes does not report
+(number of disks, network bandwidth) get documented defaults, and the result says which.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+
+from ansible_collections.aios.platform.plugins.module_utils.quantity import parse_quantity, to_mib
+
+GPU_ANNOTATION = "gpu.aios/info"
+# What Kubernetes does not report about a node, and what onboarding assumes instead.
+DEFAULTS = {"storage.disks": 1, "network.txBandwidth": 0, "network.rxBandwidth": 0}
+
+
+def empty_gpus():
+    return {"count": 0, "memory": 0, "gpus": [], "features": [], "modelNames": []}
+
+
+def gpus_from_annotation(raw, node_name, warnings):
+    """The node's gpus block from gpu.aios/info: upstream's JSON list of
+    ``{"modelName", "memory"}``, or a whole gpus block. Malformed: a warning, no GPUs."""
+    if not raw:
+        return empty_gpus()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        warnings.append("node %s: annotation %s is not JSON; counted without GPUs"
+                        % (node_name, GPU_ANNOTATION))
+        return empty_gpus()
+    if isinstance(value, dict) and "gpus" in value:
+        value = value.get("gpus") or []
+    if not isinstance(value, list) or not all(
+        isinstance(g, dict) and g.get("modelName") and isinstance(g.get("memory"), (int, float))
+        for g in value
+    ):
+        warnings.append('node %s: annotation %s must be a list of {"modelName", "memory"}; '
+                        "counted without GPUs" % (node_name, GPU_ANNOTATION))
+        return empty_gpus()
+    gpus = [{"modelName": g["modelName"], "memory": g["memory"]} for g in value]
+    features = []
+    for gpu in value:
+        for feature in gpu.get("features") or []:
+            if feature not in features:
+                features.append(feature)
+    return {
+        "count": len(gpus),
+        "memory": sum(g["memory"] for g in gpus),
+        "gpus": gpus,
+        "features": features,
+        "modelNames": sorted(set(g["modelName"] for g in gpus)),
+    }
+
+
+def node_entry(node, warnings):
+    """One nodeData entry from a Node object (``kubectl get nodes -o json`` item)."""
+    metadata = node.get("metadata") or {}
+    status = node.get("status") or {}
+    capacity = status.get("capacity") or {}
+    name = metadata.get("name", "?")
+    annotations = metadata.get("annotations") or {}
+    swap = ((status.get("nodeInfo") or {}).get("swap") or {}).get("capacity")
+    addresses = [a for a in status.get("addresses") or []
+                 if a.get("type") in ("InternalIP", "ExternalIP")]
+    vcpus = parse_quantity(capacity.get("cpu"))
+    if vcpus is None:
+        warnings.append("node %s reports no CPU capacity; counted as 0 vCPUs" % name)
+    return {
+        "id": name,
+        "gpus": gpus_from_annotation(annotations.get(GPU_ANNOTATION), name, warnings),
+        "vcpus": {"count": int(vcpus or 0)},
+        "memory": to_mib(capacity.get("memory")) or 0,
+        "swap": to_mib(swap) or 0,
+        "storage": {"disks": DEFAULTS["storage.disks"],
+                    "size": to_mib(capacity.get("ephemeral-storage")) or 0},
+        "network": {"interfaces": max(1, len(addresses)),
+                    "txBandwidth": DEFAULTS["network.txBandwidth"],
+                    "rxBandwidth": DEFAULTS["network.rxBandwidth"]},
+    }
+
+
+def aggregate(nodes):
+    """The cluster totals of seeds/003 from its node entries."""
+    def total(path):
+        value = 0
+        for node in nodes:
+            item = node
+            for key in path:
+                item = item[key]
+            value += item
+        return value
+
+    return {
+        "nodes": {"count": len(nodes), "nodeData": nodes},
+        "gpus": {"count": total(("gpus", "count")), "memory": total(("gpus", "memory"))},
+        "vcpus": {"count": total(("vcpus", "count"))},
+        "memory": total(("memory",)),
+        "swap": total(("swap",)),
+        "storage": {"disks": total(("storage", "disks")), "size": total(("storage", "size"))},
+        "network": {"interfaces": total(("network", "interfaces")),
+                    "txBandwidth": total(("network", "txBandwidth")),
+                    "rxBandwidth": total(("network", "rxBandwidth"))},
+    }
+
+
+def build_document(config, node_objects):
+    """(document, warnings): the cluster config with the nodes' entries and totals."""
+    warnings = []
+    entries = [node_entry(node, warnings) for node in node_objects]
+    document = dict(config)
+    document.setdefault("status", "live")
+    document.setdefault("tags", [])
+    document.update(aggregate(entries))
+    return document, warnings
+
+
+def parser_envelope(document):
+    """The upstream parser's Parser/V1 request for a cluster document."""
+    return {"header": {"templateUri": "Parser/V1", "parameters": {}},
+            "body": {"spec": {"values": document}}}

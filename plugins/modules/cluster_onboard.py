@@ -1,0 +1,269 @@
+#!/usr/bin/python
+# Copyright: AIOS platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: cluster_onboard
+short_description: Build an AIOS cluster document from its nodes and onboard it
+version_added: 0.1.0
+description:
+  - Builds the cluster document of the clusters registry (seeds/003) from a cluster config
+    (the seed's C(config.json)) and the cluster's nodes, validates it with the registry's own
+    model, writes it as C(<dest>/<cluster_id>_populated.json) for inspection and, with
+    O(onboard=true), submits it to the network's parser (C(POST <api_url>/api/createCluster)
+    in its Parser/V1 envelope), or updates the registered document when it differs.
+  - GPUs come from each node's C(gpu.aios/info) annotation (see M(aios.platform.gpu_facts)).
+    Memory, swap and storage are in MiB. Kubernetes does not report the number of disks or
+    network bandwidth; those get defaults, returned as RV(defaults).
+options:
+  config:
+    description: The cluster config (id, regionId, clusterMetadata, config, tags ...).
+    type: dict
+  config_file:
+    description: A JSON file holding the cluster config, instead of O(config).
+    type: path
+  nodes_from:
+    description: Read the nodes from the Kubernetes API, or from a file of C(kubectl get nodes -o json).
+    type: str
+    choices: [api, file]
+    default: api
+  nodes_file:
+    description: The C(kubectl get nodes -o json) output when O(nodes_from=file).
+    type: path
+  kubeconfig:
+    description: Kubeconfig for O(nodes_from=api); default the usual discovery or in-cluster auth.
+    type: path
+  context:
+    description: Kubeconfig context for O(nodes_from=api).
+    type: str
+  dest:
+    description: Directory for C(<cluster_id>_populated.json).
+    type: path
+    default: .
+  onboard:
+    description: Submit the document to the network (else only write the file).
+    type: bool
+    default: false
+  api_url:
+    description: Base URL of the network's API (parser and clusters registry), required with O(onboard=true).
+    type: str
+  api_token:
+    description: Bearer token of the API.
+    type: str
+  validate_certs:
+    description: Verify the API's TLS certificate.
+    type: bool
+    default: true
+  timeout:
+    description: Seconds to wait for each API call.
+    type: int
+    default: 30
+requirements:
+  - pydantic >= 2 (the registry's cluster model)
+  - kubernetes (only for O(nodes_from=api))
+author:
+  - AIOS platform contributors (@aios-platform)
+attributes:
+  check_mode:
+    description: Builds and validates the document; writes and submits nothing.
+    support: full
+  diff_mode:
+    description: Shows the populated file before and after.
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Build the document from the cluster's nodes and inspect it
+  aios.platform.cluster_onboard:
+    config_file: config.json
+    dest: build/onboarding
+
+- name: Onboard an air-gapped cluster from saved node data
+  aios.platform.cluster_onboard:
+    config_file: config.json
+    nodes_from: file
+    nodes_file: nodes.json
+    onboard: true
+    api_url: http://parser.example.net:30500
+    api_token: "{{ aios_api_token }}"
+"""
+
+RETURN = r"""
+cluster:
+  description: The validated cluster document.
+  type: dict
+  returned: always
+path:
+  description: The populated file.
+  type: str
+  returned: always
+registered:
+  description: What onboarding did, C(created), C(updated) or C(unchanged); C(none) without O(onboard).
+  type: str
+  returned: always
+defaults:
+  description: The values assumed because Kubernetes does not report them.
+  type: dict
+  returned: always
+"""
+
+import json
+import os
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.aios.platform.plugins.module_utils import onboarding
+from ansible_collections.aios.platform.plugins.module_utils.api_client import (
+    AiosApi,
+    ApiError,
+    path_segment,
+)
+from ansible_collections.aios.platform.plugins.module_utils.cluster_document import (
+    HAS_PYDANTIC,
+    PYDANTIC_IMPORT_ERROR,
+)
+
+try:
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
+except ImportError:
+    HAS_KUBERNETES = False
+    KUBERNETES_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_KUBERNETES = True
+    KUBERNETES_IMPORT_ERROR = None
+
+
+def read_json(module, path, what):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (IOError, OSError) as exc:
+        module.fail_json(msg="cannot read %s %s: %s" % (what, path, exc))
+    except ValueError as exc:
+        module.fail_json(msg="%s %s is not valid JSON: %s" % (what, path, exc))
+
+
+def nodes_from_api(module):
+    if not HAS_KUBERNETES:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
+    try:
+        if module.params["kubeconfig"] or module.params["context"]:
+            k8s_config.load_kube_config(module.params["kubeconfig"], module.params["context"])
+        else:
+            try:
+                k8s_config.load_incluster_config()
+            except k8s_config.ConfigException:
+                k8s_config.load_kube_config()
+        response = k8s_client.CoreV1Api().list_node(_preload_content=False)
+        return json.loads(response.data)["items"]
+    except Exception as exc:  # the kubernetes client raises many kinds
+        module.fail_json(msg="cannot read the nodes from the Kubernetes API: %s" % exc)
+
+
+def validated(module, document):
+    from ansible_collections.aios.platform.plugins.module_utils.cluster_document import (
+        ClusterDocument,
+    )
+    from pydantic import ValidationError
+
+    try:
+        return ClusterDocument.model_validate(document).model_dump(mode="json")
+    except ValidationError as exc:
+        problems = ["%s: %s" % (".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        module.fail_json(msg="the cluster document is invalid: " + "; ".join(problems[:10]),
+                         errors=problems)
+
+
+def register(module, document):
+    """created, updated or unchanged, against the network's registry."""
+    api = AiosApi(module)
+    cluster_id = document["id"]
+    status, current = api.request("GET", "/clusters/%s" % path_segment(cluster_id), ok=(200, 404))
+    if status == 200 and current == document:
+        return "unchanged", current
+    if module.check_mode:
+        return ("updated" if status == 200 else "created"), document
+    if status == 200:
+        changes = dict((k, v) for k, v in document.items() if k != "id")
+        updated = api.request("PUT", "/clusters/%s" % path_segment(cluster_id),
+                              body={"$set": changes})[1]
+        return "updated", updated
+    answer = api.request("POST", "/api/createCluster", body=onboarding.parser_envelope(document))[1]
+    # The upstream parser answers 2xx with success: false when the create failed.
+    if not isinstance(answer, dict) or answer.get("success") is False:
+        raise ApiError("the parser did not create the cluster: %s" % (answer,))
+    return "created", answer.get("data", document)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            config=dict(type="dict"),
+            config_file=dict(type="path"),
+            nodes_from=dict(type="str", choices=["api", "file"], default="api"),
+            nodes_file=dict(type="path"),
+            kubeconfig=dict(type="path"),
+            context=dict(type="str"),
+            dest=dict(type="path", default="."),
+            onboard=dict(type="bool", default=False),
+            api_url=dict(type="str"),
+            api_token=dict(type="str", no_log=True),
+            validate_certs=dict(type="bool", default=True),
+            timeout=dict(type="int", default=30),
+        ),
+        mutually_exclusive=[("config", "config_file")],
+        required_one_of=[("config", "config_file")],
+        required_if=[("nodes_from", "file", ("nodes_file",)), ("onboard", True, ("api_url",))],
+        supports_check_mode=True,
+    )
+    if not HAS_PYDANTIC:
+        module.fail_json(msg=missing_required_lib("pydantic"), exception=PYDANTIC_IMPORT_ERROR)
+    params = module.params
+    config = params["config"] or read_json(module, params["config_file"], "cluster config")
+    if not isinstance(config, dict) or not config.get("id"):
+        module.fail_json(msg="the cluster config must be a JSON object with an id")
+    if params["nodes_from"] == "file":
+        nodes = read_json(module, params["nodes_file"], "nodes file")
+        nodes = nodes.get("items", []) if isinstance(nodes, dict) else nodes
+    else:
+        nodes = nodes_from_api(module)
+    document, warnings = onboarding.build_document(config, nodes)
+    for warning in warnings:
+        module.warn(warning)
+    document = validated(module, document)
+
+    path = os.path.join(params["dest"], "%s_populated.json" % document["id"])
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    try:
+        with open(path) as handle:
+            before = handle.read()
+    except (IOError, OSError):
+        before = ""
+    changed = before != text
+    if changed and not module.check_mode:
+        if not os.path.isdir(params["dest"]):
+            os.makedirs(params["dest"])
+        with open(path, "w") as handle:
+            handle.write(text)
+
+    registered = "none"
+    if params["onboard"]:
+        try:
+            registered, document = register(module, document)
+        except ApiError as exc:
+            module.fail_json(msg=str(exc), status=exc.status, response=exc.body)
+        changed = changed or registered != "unchanged"
+    module.exit_json(
+        changed=changed, cluster=document, path=path, registered=registered,
+        defaults=onboarding.DEFAULTS, diff={"before": before, "after": text,
+                                            "before_header": path, "after_header": path},
+    )
+
+
+if __name__ == "__main__":
+    main()
