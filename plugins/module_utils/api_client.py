@@ -52,7 +52,8 @@ class AiosApi:
             method=method, timeout=self.module.params["timeout"],
         )
         status = info.get("status", -1)
-        raw = response.read() if response is not None else info.get("body", b"")
+        # On HTTP errors fetch_url has already read the body into info["body"].
+        raw = info.get("body") or (response.read() if response is not None else b"")
         data = None
         if raw:
             try:

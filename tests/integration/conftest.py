@@ -2,7 +2,60 @@
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+from render_site import COLLECTIONS, link_collection
+
+
+def run_collection_module(module: Path, args: dict, check_mode: bool = False) -> dict:
+    """Run one of the collection's modules as Ansible does, with JSON arguments."""
+    link_collection()
+    payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode,
+                                       "_ansible_diff": True}}
+    done = subprocess.run(
+        [sys.executable, str(module)], input=json.dumps(payload), capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(COLLECTIONS)}, check=False,
+    )
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="session")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A policy runtime in every mode with its embedded database: (url, token)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    token = secrets.token_urlsafe(16)
+    data = tmp_path_factory.mktemp("runtime")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "policy_runtime", "serve", "--port", str(port),
+         "--embedded-db", str(data / "db")],
+        env={**os.environ, "AIOS_API_TOKEN": token,
+             "AIOS_RUN_MODES": "policies,clusters,controller", "AIOS_POOL_SIZE": "1"},
+        stdout=(data / "log").open("w"), stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    yield url, token
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)

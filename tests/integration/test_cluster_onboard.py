@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from render_site import COLLECTIONS, REPO, link_collection
+from conftest import run_collection_module
+from render_site import REPO
 
 MODULE = REPO / "plugins" / "modules" / "cluster_onboard.py"
 NODES = REPO / "tests" / "unit" / "fixtures" / "kubectl_get_nodes.json"
@@ -24,41 +17,7 @@ CONFIG = {k: SEED[k] for k in ("id", "regionId", "config", "tags", "clusterMetad
 
 
 def run_module(args: dict, check_mode: bool = False) -> dict:
-    link_collection()
-    payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode,
-                                       "_ansible_diff": True}}
-    done = subprocess.run(
-        [sys.executable, str(MODULE)], input=json.dumps(payload), capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": str(COLLECTIONS)}, check=False,
-    )
-    return json.loads(done.stdout)
-
-
-@pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    token = secrets.token_urlsafe(16)
-    data = tmp_path_factory.mktemp("runtime")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "policy_runtime", "serve", "--port", str(port),
-         "--embedded-db", str(data / "db")],
-        env={**os.environ, "AIOS_API_TOKEN": token,
-             "AIOS_RUN_MODES": "policies,clusters,controller", "AIOS_POOL_SIZE": "1"},
-        stdout=(data / "log").open("w"), stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    yield url, token
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    return run_collection_module(MODULE, args, check_mode)
 
 
 def test_populated_file_idempotence_and_check_mode(tmp_path: Path) -> None:
