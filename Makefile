@@ -65,6 +65,7 @@ bench: $(STAMP) collection-link ## print decision latency, HTTP throughput, rend
 	$(BIN)/python bench/http_decisions.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/registry_query.py
+	$(BIN)/python bench/onboarding.py
 
 clean: stop ## remove build output (keeps .venv)
 	rm -rf build
