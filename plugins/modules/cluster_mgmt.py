@@ -30,21 +30,8 @@ options:
     description: The command's data (C(mgmt_data)).
     type: dict
     default: {}
-  api_url:
-    description: Base URL of the cluster's controller.
-    type: str
-    required: true
-  api_token:
-    description: Bearer token.
-    type: str
-  validate_certs:
-    description: Verify the TLS certificate.
-    type: bool
-    default: true
-  timeout:
-    description: Seconds to wait for the answer.
-    type: int
-    default: 30
+extends_documentation_fragment:
+  - aios.platform.api
 author:
   - AIOS platform contributors (@aios-platform)
 attributes:

@@ -113,7 +113,6 @@ defaults:
 
 import json
 import os
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.aios.platform.plugins.module_utils import onboarding
@@ -126,16 +125,7 @@ from ansible_collections.aios.platform.plugins.module_utils.cluster_document imp
     HAS_PYDANTIC,
     PYDANTIC_IMPORT_ERROR,
 )
-
-try:
-    from kubernetes import client as k8s_client
-    from kubernetes import config as k8s_config
-except ImportError:
-    HAS_KUBERNETES = False
-    KUBERNETES_IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_KUBERNETES = True
-    KUBERNETES_IMPORT_ERROR = None
+from ansible_collections.aios.platform.plugins.module_utils.k8s import core_v1
 
 
 def read_json(module, path, what):
@@ -149,18 +139,9 @@ def read_json(module, path, what):
 
 
 def nodes_from_api(module):
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
+    core = core_v1(module)
     try:
-        if module.params["kubeconfig"] or module.params["context"]:
-            k8s_config.load_kube_config(module.params["kubeconfig"], module.params["context"])
-        else:
-            try:
-                k8s_config.load_incluster_config()
-            except k8s_config.ConfigException:
-                k8s_config.load_kube_config()
-        response = k8s_client.CoreV1Api().list_node(_preload_content=False)
-        return json.loads(response.data)["items"]
+        return json.loads(core.list_node(_preload_content=False).data)["items"]
     except Exception as exc:  # the kubernetes client raises many kinds
         module.fail_json(msg="cannot read the nodes from the Kubernetes API: %s" % exc)
 

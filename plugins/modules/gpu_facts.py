@@ -79,20 +79,10 @@ annotation:
 
 import glob
 import json
-import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.aios.platform.plugins.module_utils import gpu
-
-try:
-    from kubernetes import client as k8s_client
-    from kubernetes import config as k8s_config
-except ImportError:
-    HAS_KUBERNETES = False
-    KUBERNETES_IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_KUBERNETES = True
-    KUBERNETES_IMPORT_ERROR = None
+from ansible_collections.aios.platform.plugins.module_utils.k8s import core_v1
 
 # Container runtime configuration that mentions the NVIDIA runtime.
 RUNTIME_CONFIGS = ("/etc/containerd/config.toml", "/etc/containerd/conf.d/*.toml",
@@ -150,17 +140,8 @@ def prerequisites(module, gpus):
 
 def annotate(module, node_name, value):
     """(changed, before) of writing the annotation."""
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
+    core = core_v1(module)
     try:
-        if module.params["kubeconfig"] or module.params["context"]:
-            k8s_config.load_kube_config(module.params["kubeconfig"], module.params["context"])
-        else:
-            try:
-                k8s_config.load_incluster_config()
-            except k8s_config.ConfigException:
-                k8s_config.load_kube_config()
-        core = k8s_client.CoreV1Api()
         node = json.loads(core.read_node(node_name, _preload_content=False).data)
         before = (node["metadata"].get("annotations") or {}).get(gpu.ANNOTATION_KEY)
         if before == value:

@@ -46,21 +46,8 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  api_url:
-    description: Base URL of the policy runtime (run mode policies).
-    type: str
-    required: true
-  api_token:
-    description: Bearer token of the runtime.
-    type: str
-  validate_certs:
-    description: Verify the runtime's TLS certificate.
-    type: bool
-    default: true
-  timeout:
-    description: Seconds to wait for each call.
-    type: int
-    default: 30
+extends_documentation_fragment:
+  - aios.platform.api
 author:
   - AIOS platform contributors (@aios-platform)
 attributes:

@@ -22,21 +22,8 @@ options:
     description: Action name to policy URI; an empty string removes the action's policy.
     type: dict
     required: true
-  api_url:
-    description: Base URL of the cluster's controller (run mode controller).
-    type: str
-    required: true
-  api_token:
-    description: Bearer token.
-    type: str
-  validate_certs:
-    description: Verify the TLS certificate.
-    type: bool
-    default: true
-  timeout:
-    description: Seconds to wait for each call.
-    type: int
-    default: 30
+extends_documentation_fragment:
+  - aios.platform.api
 author:
   - AIOS platform contributors (@aios-platform)
 attributes:

@@ -1,0 +1,40 @@
+# Copyright: AIOS platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The Kubernetes client of the modules that read or annotate nodes."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
+
+try:
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
+except ImportError:
+    HAS_KUBERNETES = False
+    KUBERNETES_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_KUBERNETES = True
+    KUBERNETES_IMPORT_ERROR = None
+
+
+def core_v1(module):
+    """A CoreV1Api from the module's kubeconfig/context, in-cluster auth, or the default
+    kubeconfig; fails the module when the kubernetes library is missing."""
+    if not HAS_KUBERNETES:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
+    kubeconfig, context = module.params.get("kubeconfig"), module.params.get("context")
+    try:
+        if kubeconfig or context:
+            k8s_config.load_kube_config(kubeconfig, context)
+        else:
+            try:
+                k8s_config.load_incluster_config()
+            except k8s_config.ConfigException:
+                k8s_config.load_kube_config()
+    except Exception as exc:  # missing or broken kubeconfig, unknown context ...
+        module.fail_json(msg="cannot load the Kubernetes configuration: %s" % exc)
+    return k8s_client.CoreV1Api()
