@@ -27,23 +27,29 @@ def link_collection() -> None:
         link.symlink_to(REPO, target_is_directory=True)
 
 
-def render_site(directory: Path, extra_vars: dict | None = None) -> subprocess.CompletedProcess:
+def run_playbook(name: str, variables: dict, *args: str, inventory: str = "localhost,",
+                 env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """ansible-playbook playbooks/<name> of the checkout with this Python as interpreter."""
     link_collection()
-    variables = {"aios_render_dir": str(directory), **(extra_vars or {})}
-    env = {
+    environment = {
         **os.environ,
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
         "ANSIBLE_NOCOLOR": "1",
+        **(env or {}),
     }
     bin_dir = Path(sys.executable).parent
     return subprocess.run(
-        [str(bin_dir / "ansible-playbook"), "-i", "localhost,",
-         str(REPO / "playbooks" / "site.yml"),
-         "-e", json.dumps({"ansible_python_interpreter": sys.executable,
-                           "ansible_connection": "local", **variables})],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
+        [str(bin_dir / "ansible-playbook"), "-i", inventory, str(REPO / "playbooks" / name),
+         "-e", json.dumps({"ansible_python_interpreter": sys.executable, **variables}), *args],
+        capture_output=True, text=True, env=environment, timeout=timeout, check=False,
     )
+
+
+def render_site(directory: Path, extra_vars: dict | None = None) -> subprocess.CompletedProcess:
+    variables = {"aios_render_dir": str(directory), "ansible_connection": "local",
+                 **(extra_vars or {})}
+    return run_playbook("site.yml", variables, timeout=600)
 
 
 def manifests(directory: Path) -> dict[Path, dict]:

@@ -1,6 +1,6 @@
 # Copyright: AIOS platform contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The Kubernetes client of the modules that read or annotate nodes."""
+"""The Kubernetes client of the modules that read nodes or patch Deployments directly."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -21,9 +21,9 @@ else:
     KUBERNETES_IMPORT_ERROR = None
 
 
-def core_v1(module):
-    """A CoreV1Api from the module's kubeconfig/context, in-cluster auth, or the default
-    kubeconfig; fails the module when the kubernetes library is missing."""
+def _load_configuration(module):
+    """Load the module's kubeconfig/context, in-cluster auth, or the default kubeconfig;
+    fails the module when the kubernetes library is missing."""
     if not HAS_KUBERNETES:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
     kubeconfig, context = module.params.get("kubeconfig"), module.params.get("context")
@@ -37,4 +37,15 @@ def core_v1(module):
                 k8s_config.load_kube_config()
     except Exception as exc:  # missing or broken kubeconfig, unknown context ...
         module.fail_json(msg="cannot load the Kubernetes configuration: %s" % exc)
+
+
+def core_v1(module):
+    """A CoreV1Api (nodes) configured for the module."""
+    _load_configuration(module)
     return k8s_client.CoreV1Api()
+
+
+def apps_v1(module):
+    """An AppsV1Api (Deployments) configured for the module."""
+    _load_configuration(module)
+    return k8s_client.AppsV1Api()

@@ -59,8 +59,9 @@ def gpus_from_annotation(raw, node_name, warnings):
     }
 
 
-def node_entry(node, warnings):
-    """One nodeData entry from a Node object (``kubectl get nodes -o json`` item)."""
+def node_entry(node, warnings, gpu_annotation=None):
+    """One nodeData entry from a Node object (``kubectl get nodes -o json`` item);
+    ``gpu_annotation``, when given, stands in for the node's own gpu.aios/info."""
     metadata = node.get("metadata") or {}
     status = node.get("status") or {}
     capacity = status.get("capacity") or {}
@@ -74,7 +75,8 @@ def node_entry(node, warnings):
         warnings.append("node %s reports no CPU capacity; counted as 0 vCPUs" % name)
     return {
         "id": name,
-        "gpus": gpus_from_annotation(annotations.get(GPU_ANNOTATION), name, warnings),
+        "gpus": gpus_from_annotation(gpu_annotation or annotations.get(GPU_ANNOTATION), name,
+                                     warnings),
         "vcpus": {"count": int(vcpus or 0)},
         "memory": to_mib(capacity.get("memory")) or 0,
         "swap": to_mib(swap) or 0,
@@ -110,10 +112,18 @@ def aggregate(nodes):
     }
 
 
-def build_document(config, node_objects):
-    """(document, warnings): the cluster config with the nodes' entries and totals."""
+def build_document(config, node_objects, gpu_annotations=None):
+    """(document, warnings): the cluster config with the nodes' entries and totals.
+    ``gpu_annotations`` maps node names to gpu.aios/info values gathered but not (yet)
+    written to the nodes; a name that matches no node is a warning."""
     warnings = []
-    entries = [node_entry(node, warnings) for node in node_objects]
+    gpu_annotations = gpu_annotations or {}
+    entries = [node_entry(node, warnings,
+                          gpu_annotations.get((node.get("metadata") or {}).get("name")))
+               for node in node_objects]
+    known = set(entry["id"] for entry in entries)
+    for name in sorted(set(gpu_annotations) - known):
+        warnings.append("GPU facts were given for %s, which is not a node of the cluster" % name)
     document = dict(config)
     document.setdefault("status", "live")
     document.setdefault("tags", [])
@@ -125,3 +135,32 @@ def parser_envelope(document):
     """The upstream parser's Parser/V1 request for a cluster document."""
     return {"header": {"templateUri": "Parser/V1", "parameters": {}},
             "body": {"spec": {"values": document}}}
+
+
+def _gpu_text(gpus):
+    if not gpus["count"]:
+        return "-"
+    counts = {}
+    for gpu in gpus["gpus"]:
+        counts[gpu["modelName"]] = counts.get(gpu["modelName"], 0) + 1
+    return ", ".join("%dx %s" % (count, model) for model, count in sorted(counts.items()))
+
+
+def summary_table(document):
+    """Lines of a fixed-width table of a cluster document: a row per node and the totals."""
+    header = ("node", "vCPUs", "memory MiB", "swap MiB", "storage MiB", "GPUs")
+    rows = [(n["id"], str(n["vcpus"]["count"]), str(n["memory"]), str(n["swap"]),
+             str(n["storage"]["size"]), _gpu_text(n["gpus"]))
+            for n in document["nodes"]["nodeData"]]
+    gpu_total = "%d (%d MiB)" % (document["gpus"]["count"], document["gpus"]["memory"])
+    rows.append(("total (%d nodes)" % document["nodes"]["count"], str(document["vcpus"]["count"]),
+                 str(document["memory"]), str(document["swap"]), str(document["storage"]["size"]),
+                 gpu_total))
+    columns = range(len(header))
+    widths = [max([len(header[i])] + [len(row[i]) for row in rows]) for i in columns]
+
+    def line(row):
+        return "  ".join(row[i].ljust(widths[i]) for i in columns).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return [line(header), rule] + [line(row) for row in rows[:-1]] + [rule, line(rows[-1])]

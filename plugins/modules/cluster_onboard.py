@@ -34,6 +34,12 @@ options:
   nodes_file:
     description: The C(kubectl get nodes -o json) output when O(nodes_from=file).
     type: path
+  gpu_annotations:
+    description:
+      - Node name to a C(gpu.aios/info) value (the RV(aios.platform.gpu_facts#module:annotation)
+        of M(aios.platform.gpu_facts)) that stands in for the node's own annotation, for GPU
+        facts gathered but not written to the nodes, as with O(nodes_from=file).
+    type: dict
   kubeconfig:
     description: Kubeconfig for O(nodes_from=api); default the usual discovery or in-cluster auth.
     type: path
@@ -188,6 +194,7 @@ def main():
             config_file=dict(type="path"),
             nodes_from=dict(type="str", choices=["api", "file"], default="api"),
             nodes_file=dict(type="path"),
+            gpu_annotations=dict(type="dict"),
             kubeconfig=dict(type="path"),
             context=dict(type="str"),
             dest=dict(type="path", default="."),
@@ -213,7 +220,7 @@ def main():
         nodes = nodes.get("items", []) if isinstance(nodes, dict) else nodes
     else:
         nodes = nodes_from_api(module)
-    document, warnings = onboarding.build_document(config, nodes)
+    document, warnings = onboarding.build_document(config, nodes, params["gpu_annotations"])
     for warning in warnings:
         module.warn(warning)
     document = validated(module, document)

@@ -2,7 +2,8 @@
 
 A real API server cannot run on CI machines. This one speaks enough of the API for
 kubernetes.core's k8s and k8s_info modules: discovery, list/get, server-side apply
-(PATCH application/apply-patch+yaml, with dryRun), merge patches, create and delete.
+(PATCH application/apply-patch+yaml, with dryRun), merge and JSON patches, create and
+delete.
 It marks Deployments and StatefulSets ready and Jobs complete as soon as they are
 applied, unless their name is in ``never_ready``. Objects keep their resourceVersion when
 an apply changes nothing, so that idempotence is observable exactly as on a real cluster.
@@ -105,6 +106,39 @@ def _merge(target: dict, patch: dict) -> dict:
     return result
 
 
+class PatchConflict(Exception):
+    """A JSON patch whose ``test`` operation failed or whose path does not exist."""
+
+
+def _json_patch(target: dict, operations: list[dict]) -> dict:
+    """JSON patch (RFC 6902): the add, replace, remove and test operations."""
+    result = copy.deepcopy(target)
+    for operation in operations:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~")
+                          for p in operation["path"].lstrip("/").split("/")]
+        node = result
+        try:
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            if operation["op"] == "test":
+                current = node[int(last)] if isinstance(node, list) else node[last]
+                if current != operation["value"]:
+                    raise PatchConflict(f"test of {operation['path']} failed")
+            elif operation["op"] == "remove":
+                del node[int(last) if isinstance(node, list) else last]
+            elif isinstance(node, list):
+                index = len(node) if last == "-" else int(last)
+                if operation["op"] == "add":
+                    node.insert(index, copy.deepcopy(operation["value"]))
+                else:
+                    node[index] = copy.deepcopy(operation["value"])
+            else:
+                node[last] = copy.deepcopy(operation["value"])
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise PatchConflict(f"path {operation['path']} does not exist") from exc
+    return result
+
+
 class FakeKubernetes:
     """The object store and the HTTP server around it."""
 
@@ -112,6 +146,7 @@ class FakeKubernetes:
         self.objects: dict[tuple, dict] = {}
         self.never_ready = set(never_ready)
         self.requests: list[tuple[str, str]] = []
+        self.json_patches: list[list[dict]] = []
         self._versions = itertools.count(1000)
         self._lock = threading.Lock()
         self._discovery = _discovery()
@@ -279,12 +314,20 @@ class FakeKubernetes:
                 key = (gv, plural, namespace, name)
                 content_type = self.headers.get("Content-Type", "")
                 dry_run = self.query.get("dryRun") == "All"
+                current = fake.objects.get(key)
                 if "apply-patch" in content_type:
                     desired = body
+                elif current is None:
+                    return self._not_found(f"{plural} {name}")
+                elif "json-patch" in content_type:
+                    fake.json_patches.append(body)
+                    try:
+                        desired = _json_patch(current, body)
+                    except PatchConflict as exc:
+                        return self._send(422, {"kind": "Status", "status": "Failure",
+                                                "reason": "Invalid", "code": 422,
+                                                "message": str(exc)})
                 else:
-                    current = fake.objects.get(key)
-                    if current is None:
-                        return self._not_found(f"{plural} {name}")
                     desired = _merge(current, body)
                 obj, _ = fake._store(key, desired, dry_run=dry_run)
                 return self._send(200, obj)

@@ -7,17 +7,14 @@ realistic node fixtures of the unit tests.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from fake_kube_api import FakeKubernetes
-from render_site import COLLECTIONS, REPO, link_collection
+from render_site import REPO, run_playbook
 
 FIXTURES = REPO / "tests" / "unit" / "fixtures"
 SEED_DEPLOYMENTS = {
@@ -40,16 +37,8 @@ def cluster(*fixtures: str, never_ready: tuple[str, ...] = ()) -> FakeKubernetes
 
 def playbook(fake: FakeKubernetes, tmp: Path, name: str = "site.yml", *args: str,
              inventory: str = "localhost,", **extra: object) -> subprocess.CompletedProcess:
-    link_collection()
-    variables = {"ansible_python_interpreter": sys.executable,
-                 "aios_kubeconfig": str(fake.kubeconfig(tmp / "kubeconfig")), **extra}
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-           "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory, "-c", "local",
-         str(REPO / "playbooks" / name), "-e", json.dumps(variables), *args],
-        capture_output=True, text=True, env=env, timeout=900, check=False,
-    )
+    variables = {"aios_kubeconfig": str(fake.kubeconfig(tmp / "kubeconfig")), **extra}
+    return run_playbook(name, variables, "-c", "local", *args, inventory=inventory)
 
 
 def names(fake: FakeKubernetes, kind: str) -> set[str]:

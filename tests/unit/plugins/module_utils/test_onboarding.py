@@ -71,3 +71,28 @@ def test_parser_envelope() -> None:
         "header": {"templateUri": "Parser/V1", "parameters": {}},
         "body": {"spec": {"values": {"id": "c"}}},
     }
+
+
+def test_gathered_gpu_facts_stand_in_for_annotations() -> None:
+    t4 = '[{"modelName": "Tesla T4", "memory": 15360}]'
+    document, warnings = onboarding.build_document(
+        CONFIG, NODES, {"aios-worker-3": t4, "aios-worker-9": t4})
+    by_id = {n["id"]: n for n in document["nodes"]["nodeData"]}
+    assert by_id["aios-worker-3"]["gpus"]["modelNames"] == ["Tesla T4"]
+    assert by_id["aios-worker-1"]["gpus"]["count"] == 2, "nodes not given keep their annotation"
+    assert warnings == ["GPU facts were given for aios-worker-9, which is not a node of the "
+                        "cluster"]
+    assert document["gpus"]["count"] == 4
+
+
+def test_summary_table_has_a_row_per_node_and_totals() -> None:
+    document, _ = onboarding.build_document(CONFIG, NODES)
+    lines = onboarding.summary_table(document)
+    assert lines[0].split() == ["node", "vCPUs", "memory", "MiB", "swap", "MiB", "storage", "MiB",
+                                "GPUs"]
+    assert len(lines) == 2 + 5 + 2
+    worker_1 = next(line for line in lines if line.startswith("aios-worker-1"))
+    assert worker_1.split()[1:4] == ["4", "15987", "0"]
+    assert worker_1.endswith("2x NVIDIA A100-SXM4-80GB")
+    assert lines[-1].startswith("total (5 nodes)") and lines[-1].endswith("3 (245399 MiB)")
+    assert lines[1].split() == ["-" * 15, "-" * 5, "-" * 10, "-" * 8, "-" * 11, "-" * 24]
