@@ -13,7 +13,8 @@ version_added: 0.1.0
 description:
   - Sends C(POST /mgmt) to a cluster controller, e.g. to the stability checker
     (C(set_policy), C(set_interval), C(pause), C(resume), C(run_now)), and returns its answer.
-    Commands that only read (C(run_now) and C(get_*)) report no change.
+    Commands that only read (C(run_now) and C(get_*)) report no change; the built-in settings
+    commands report whether the controller's answer says they changed something.
 options:
   cluster_id:
     description: The cluster; default the controller's own (C(AIOS_CLUSTER_ID)).
@@ -36,7 +37,7 @@ author:
   - AIOS platform contributors (@aios-platform)
 attributes:
   check_mode:
-    description: Sends nothing; reports whether the command would change something.
+    description: Sends nothing; reports that a command other than C(run_now) and C(get_*) would change something.
     support: full
   diff_mode:
     description: No diff is shown.
@@ -93,6 +94,8 @@ def main():
         response = AiosApi(module).request("POST", "/mgmt", params=params, body=body)[1]
     except ApiError as exc:
         module.fail_json(msg=str(exc), status=exc.status, response=exc.body)
+    if isinstance(response, dict) and isinstance(response.get("changed"), bool):
+        changes = response["changed"]
     module.exit_json(changed=changes, response=response)
 
 

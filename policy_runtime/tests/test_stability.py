@@ -62,7 +62,10 @@ def test_configure_push_and_check(api: httpx.Client, cluster_id: str) -> None:
 def test_interval_pause_resume(api: httpx.Client, cluster_id: str) -> None:
     assert mgmt(api, cluster_id, "set_interval", {"interval_seconds": 5}).json()[
         "stabilityChecker"]["interval"] == 5
-    assert mgmt(api, cluster_id, "pause").json()["stabilityChecker"]["paused"] is True
+    again = mgmt(api, cluster_id, "set_interval", {"interval_seconds": 5}).json()
+    assert again["changed"] is False, "the same setting again changes nothing"
+    paused = mgmt(api, cluster_id, "pause").json()
+    assert paused["stabilityChecker"]["paused"] is True and paused["changed"] is True
     assert mgmt(api, cluster_id, "resume").json()["stabilityChecker"]["paused"] is False
     assert mgmt(api, cluster_id, "set_interval", {"interval_seconds": 0}).status_code == 400
 

@@ -50,5 +50,9 @@ def test_precheck_map_and_stability_commands(runtime) -> None:
                                           **api})
     assert policy["changed"] is True
     assert policy["response"]["stabilityChecker"]["policyRuleURI"] == uris["cluster-stability"]
+    same = run_collection_module(mgmt, {"cluster_id": cluster_id, "action": "set_policy",
+                                        "data": {"policy_rule_uri": uris["cluster-stability"]},
+                                        **api})
+    assert same["changed"] is False
     run = run_collection_module(mgmt, {"cluster_id": cluster_id, "action": "run_now", **api})
     assert run["changed"] is False and run["response"]["is_stable"] is False  # no nodes pushed

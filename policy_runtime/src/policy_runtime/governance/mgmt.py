@@ -28,11 +28,12 @@ class ManagementService:
         if action == "run_now":
             return self.checker.run_check(cluster_id)
         if action in BUILT_IN:
-            checker = self._configure(cluster_id, action, data)
-            return {"stabilityChecker": checker}
+            return self._configure(cluster_id, action, data)
         return self._forward(cluster_id, action, data)
 
     def _configure(self, cluster_id: str, action: str, data: dict) -> dict[str, Any]:
+        """The checker's settings after the command, and whether it changed them (so that
+        clients such as the cluster_mgmt module can report an exact ``changed``)."""
         changes: dict[str, Any]
         if action == "set_policy":
             uri = data.get("policy_rule_uri")
@@ -51,13 +52,16 @@ class ManagementService:
         else:
             changes = {"paused": action == "pause"}
 
+        before: dict[str, Any] = {}
+
         def change(current: dict) -> dict:
-            checker = dict(current["config"].get("stabilityChecker") or {})
-            checker.update(changes)
-            current["config"]["stabilityChecker"] = checker
+            before.clear()
+            before.update(current["config"].get("stabilityChecker") or {})
+            current["config"]["stabilityChecker"] = {**before, **changes}
             return current
 
-        return self.clusters.transform(cluster_id, change)["config"]["stabilityChecker"]
+        after = self.clusters.transform(cluster_id, change)["config"]["stabilityChecker"]
+        return {"stabilityChecker": after, "changed": after != before}
 
     def _forward(self, cluster_id: str, action: str, data: dict) -> dict[str, Any]:
         """Any other action goes to the policy's management(action, data), sandboxed."""
