@@ -1,7 +1,7 @@
-"""Render playbooks/site.yml into a directory (render mode: no cluster, no kubeconfig).
+"""Render playbooks/site.yml (or another) into a directory (render mode: no cluster).
 
-``python scripts/render_site.py DIR [-e KEY=VALUE ...]`` from the checkout; the tests and
-``bench/render.py`` use its functions.
+``python scripts/render_site.py DIR [-p addons.yml] [-e KEY=VALUE ...]`` from the checkout;
+the tests and ``bench/render.py`` use its functions.
 """
 
 from __future__ import annotations
@@ -46,10 +46,11 @@ def run_playbook(name: str, variables: dict, *args: str, inventory: str = "local
     )
 
 
-def render_site(directory: Path, extra_vars: dict | None = None) -> subprocess.CompletedProcess:
+def render_site(directory: Path, extra_vars: dict | None = None,
+                playbook: str = "site.yml") -> subprocess.CompletedProcess:
     variables = {"aios_render_dir": str(directory), "ansible_connection": "local",
                  **(extra_vars or {})}
-    return run_playbook("site.yml", variables, timeout=600)
+    return run_playbook(playbook, variables, timeout=600)
 
 
 def manifests(directory: Path) -> dict[Path, dict]:
@@ -59,6 +60,8 @@ def manifests(directory: Path) -> dict[Path, dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("directory", type=Path)
+    parser.add_argument("-p", dest="playbook", default="site.yml",
+                        help="the playbook of playbooks/ to render (default site.yml)")
     parser.add_argument("-e", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="an extra variable, value parsed as YAML")
     args = parser.parse_args()
@@ -66,7 +69,7 @@ def main() -> int:
     for item in args.extra:
         key, _, value = item.partition("=")
         extra[key] = yaml.safe_load(value)
-    done = render_site(args.directory.resolve(), extra)
+    done = render_site(args.directory.resolve(), extra, args.playbook)
     sys.stdout.write(done.stdout)
     sys.stderr.write(done.stderr)
     return done.returncode

@@ -1,0 +1,95 @@
+"""playbooks/addons.yml: the add-on table rendered strictly valid, and applied idempotently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+from render_site import manifests, render_site
+from test_apply_mode import cluster, playbook
+from test_render import KUBERNETES_VERSIONS, test_every_container_is_hardened
+
+# The add-ons as documented in roles/cluster_addons/README.md: (service, port, NodePort).
+ADDON_PORTS = {
+    ("container-registry", 5000, 31500), ("assets-registry", 9000, 31510),
+    ("assets-registry", 9001, None), ("inference-server", 8000, 31520),
+    ("inference-server", 8001, None), ("inference-server", 8002, None),
+}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    directory = tmp_path_factory.mktemp("addons")
+    done = render_site(directory, playbook="addons.yml")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return {f"{m['kind']}/{m['metadata']['name']}": m for m in manifests(directory).values()}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_addon_manifest_is_strictly_valid(rendered: dict[str, dict], version: str) -> None:
+    for name, manifest in rendered.items():
+        try:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{name} is not valid for Kubernetes {version}: {exc.message}")
+
+
+def test_addons_table(rendered: dict[str, dict]) -> None:
+    assert sorted(rendered) == sorted(
+        [f"{kind}/{name}" for name in ("container-registry", "assets-registry", "inference-server")
+         for kind in ("Deployment", "Service")]
+        + [f"PersistentVolumeClaim/{name}-data"
+           for name in ("container-registry", "assets-registry", "inference-server")]
+        + ["Namespace/aios-addons"])
+    ports = {(m["metadata"]["name"], p["port"], p.get("nodePort"))
+             for m in rendered.values() if m["kind"] == "Service" for p in m["spec"]["ports"]}
+    assert ports == ADDON_PORTS
+    test_every_container_is_hardened({Path(k): m for k, m in rendered.items()})
+
+    triton = rendered["Deployment/inference-server"]["spec"]
+    pod = triton["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["volumes"] == [{"name": "data",
+                               "persistentVolumeClaim": {"claimName": "inference-server-data"}}]
+    assert pod["containers"][0]["volumeMounts"] == [{"name": "data", "mountPath": "/models"}]
+    assert pod["securityContext"]["fsGroup"] == 1000 and triton["strategy"] == {"type": "Recreate"}
+    assert rendered["PersistentVolumeClaim/assets-registry-data"]["spec"]["resources"] == {
+        "requests": {"storage": "100Gi"}}
+    minio = rendered["Deployment/assets-registry"]["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in minio["env"]} == {
+        "MINIO_ROOT_USER": "assets-registry-credentials",
+        "MINIO_ROOT_PASSWORD": "assets-registry-credentials"}
+
+
+def test_choosing_addons_and_a_given_password(tmp_path: Path) -> None:
+    done = render_site(tmp_path, {"cluster_addons_enabled": ["assets-registry"],
+                                  "cluster_addons_assets_password": "s3cret-pass"},
+                       playbook="addons.yml")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "s3cret-pass" not in done.stdout
+    kinds = sorted(f"{m['kind']}/{m['metadata']['name']}" for m in manifests(tmp_path).values())
+    assert kinds == ["Deployment/assets-registry", "Namespace/aios-addons",
+                     "PersistentVolumeClaim/assets-registry-data",
+                     "Secret/assets-registry-credentials", "Service/assets-registry"]
+    unknown = render_site(tmp_path, {"cluster_addons_enabled": ["jupyter"]}, playbook="addons.yml")
+    assert unknown.returncode != 0 and "no row for: ['jupyter']" in unknown.stdout
+
+
+def test_apply_generates_the_credentials_once(tmp_path: Path) -> None:
+    fake = cluster("nodes_good.yml")
+    try:
+        first = playbook(fake, tmp_path, "addons.yml")
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+        secret = fake.get("Secret", "assets-registry-credentials", "aios-addons")
+        password = secret["stringData"]["password"]
+        assert len(password) == 48 and secret["stringData"]["user"] == "aios-assets"
+        assert password not in first.stdout
+        assert fake.get("Deployment", "inference-server", "aios-addons") is not None
+        again = playbook(fake, tmp_path, "addons.yml")
+        assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
+        assert fake.get("Secret", "assets-registry-credentials",
+                        "aios-addons")["stringData"]["password"] == password
+    finally:
+        fake.stop()
