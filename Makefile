@@ -31,7 +31,7 @@ collection-link: ## make this checkout the aios.platform collection for ansible 
 	@mkdir -p $(dir $(COLLECTION_LINK))
 	@test -e $(COLLECTION_LINK) || ln -s ../../../.. $(COLLECTION_LINK)
 
-run: $(STAMP) ## start the runtime locally, publish and evaluate the sample policies
+run: $(STAMP) collection-link ## the embedded local default: runtime, onboarding, governance, rendered manifests
 	$(BIN)/python scripts/run_local.py --dir $(LOCAL_DIR)
 
 stop: ## stop what `make run` started

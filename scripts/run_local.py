@@ -1,9 +1,10 @@
-"""`make run`: the policy runtime on this machine with its embedded database.
+"""`make run`: the embedded local default.
 
-Starts ``aios-policy serve`` in the background (data and logs in ``--dir``), publishes
-every policy under ``policies/examples`` through the HTTP API, evaluates each policy's
-test cases through the API and prints the decisions. The runtime keeps running for you
-to try; ``make stop`` stops it. Running it again reuses the running instance.
+Starts ``aios-policy serve`` in every run mode in the background, with its embedded
+database and a generated token (data, token and log in ``--dir``), then runs
+``playbooks/local.yml`` on ``inventories/local`` against it: onboarding, governance,
+stability and the rendered management-cluster manifests. The runtime keeps running for
+you to try; ``make stop`` stops it. Running it again reuses what exists.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "policies" / "examples"
 PREFERRED_PORT = 8080
+LOCAL_CLUSTER_ID = "cluster-local-001"  # inventories/local/cluster.json
 START_TIMEOUT_SECONDS = 90
 
 
@@ -41,9 +42,12 @@ class Local:
     def token(self) -> str:
         if not self.token_file.exists():
             self.dir.mkdir(parents=True, exist_ok=True)
+            token = secrets.token_urlsafe(32)
             fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(32) + "\n")
+                handle.write(token + "\n")
+            # Shown this once; afterwards it is only in the file (mode 0600).
+            print(f"generated the API token {token}\n  (kept in {self.token_file}, mode 0600)")
         return self.token_file.read_text().strip()
 
     def state(self) -> dict[str, Any] | None:
@@ -95,7 +99,8 @@ def start(local: Local) -> str:
     local.token()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "AIOS_API_TOKEN_FILE": str(local.token_file), "AIOS_ACCESS_LOG": "false"}
+    env = {**os.environ, "AIOS_API_TOKEN_FILE": str(local.token_file), "AIOS_ACCESS_LOG": "false",
+           "AIOS_RUN_MODES": "policies,clusters,controller", "AIOS_CLUSTER_ID": LOCAL_CLUSTER_ID}
     env.pop("AIOS_API_TOKEN", None)
     with local.log_file.open("ab") as log:
         proc = subprocess.Popen(
@@ -134,76 +139,43 @@ def stop(local: Local) -> None:
     print(f"stopped the runtime (pid {state['pid']}); data stays in {local.db_dir}")
 
 
-def _publish(api: httpx.Client, directory: Path) -> str:
-    document = json.loads((directory / "policy.json").read_text())
-    document["code"] = (directory / "policy.py").read_text()
-    response = api.post("/policies", json=document)
-    if response.status_code not in (200, 201):
-        raise SystemExit(
-            f"publishing {directory.name} failed ({response.status_code}): {response.text}"
-        )
-    body = response.json()
-    state = "published" if body["created"] else "already published"
-    print(f"\n{body['policy_rule_uri']}  ({state})")
-    return body["policy_rule_uri"]
-
-
-def _describe(body: dict) -> str:
-    if not body.get("ok"):
-        return f"{body['error']['type']}: {body['error']['message']}"
-    result = body["result"]
-    if isinstance(result, dict) and "allowed" in result:
-        verdict = "allowed" if result["allowed"] else "denied"
-        return f"{verdict}{' - ' + result['reason'] if result.get('reason') else ''}"
-    if isinstance(result, dict) and "is_stable" in result:
-        return "stable" if result["is_stable"] else "unstable"
-    return json.dumps(result)
-
-
-def _run_case(api: httpx.Client, uri: str, path: Path) -> bool:
-    case = json.loads(path.read_text())
-    request = {"input_data": case.get("input_data"), "parameters": case.get("parameters") or {}}
-    body = api.post(f"/policies/{uri}/eval", json=request).json()
-    if "expected_error" in case:
-        passed = not body.get("ok") and body["error"]["type"] == case["expected_error"]
-    else:
-        passed = bool(body.get("ok")) and body["result"] == case["expected"]
-    timing = f"{body['duration_ms']:.1f} ms" if body.get("ok") else ""
-    print(f"  {'PASS' if passed else 'FAIL'}  {path.stem:32} {_describe(body)[:90]}  {timing}")
-    return passed
-
-
-def run(local: Local) -> int:
+def run(local: Local, manifests: Path) -> int:
     url = start(local)
-    headers = {"Authorization": f"Bearer {local.token()}"}
-    passed = failed = 0
-    with httpx.Client(base_url=url, headers=headers, timeout=30) as api:
-        directories = sorted(p for p in EXAMPLES.iterdir() if (p / "policy.py").is_file())
-        for directory in directories:
-            uri = _publish(api, directory)
-            for case in sorted((directory / "cases").glob("*.json")):
-                if _run_case(api, uri, case):
-                    passed += 1
-                else:
-                    failed += 1
-    print(f"\n{len(directories)} policies published, {passed} decisions as expected, {failed} not")
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+           "ANSIBLE_COLLECTIONS_PATH": str(REPO / "build" / "collections"),
+           "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+           "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "false"}  # keep the progress readable
+    print("running playbooks/local.yml (each task is shown as it runs)", flush=True)
+    done = subprocess.run(
+        [str(bin_dir / "ansible-playbook"), "-i", str(REPO / "inventories" / "local" / "hosts.yml"),
+         str(REPO / "playbooks" / "local.yml"),
+         "-e", json.dumps({"aios_api_url": url, "local_state_dir": str(local.dir),
+                           "aios_render_dir": str(manifests)})],
+        env=env, cwd=REPO, check=False,
+    )
+    if done.returncode != 0:
+        print(f"\nplaybooks/local.yml failed (exit {done.returncode}); the runtime's log is "
+              f"{local.log_file}; `make stop` stops the runtime")
+        return done.returncode
     print(f"\nThe runtime keeps running at {url} (API docs: {url}/docs).")
-    print(f"  token:  {local.token_file}")
-    print(f'  try:    curl -H "Authorization: Bearer $(cat {local.token_file})" {url}/policies')
-    print("  stop:   make stop")
-    return 1 if failed else 0
+    print(f'  try:   curl -H "Authorization: Bearer $(cat {local.token_file})" {url}/clusters')
+    print("  stop:  make stop")
+    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=REPO / "build" / "local")
+    parser.add_argument("--manifests", type=Path, default=REPO / "build" / "manifests",
+                        help="where to render the management-cluster manifests")
     parser.add_argument("--stop", action="store_true", help="stop the running instance")
     args = parser.parse_args()
     local = Local(args.dir.resolve())
     if args.stop:
         stop(local)
         return 0
-    return run(local)
+    return run(local, args.manifests.resolve())
 
 
 if __name__ == "__main__":

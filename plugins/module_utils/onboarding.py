@@ -16,6 +16,10 @@ import json
 from ansible_collections.aios.platform.plugins.module_utils.quantity import parse_quantity, to_mib
 
 GPU_ANNOTATION = "gpu.aios/info"
+# The fields of a cluster document that come from its nodes; re-onboarding refreshes these.
+NODE_FIELDS = ("nodes", "gpus", "vcpus", "memory", "swap", "storage", "network")
+# Settings inside a cluster's config that governance tools own, not its config.json.
+GOVERNED_CONFIG = ("actionsPolicyMap", "actionsEnforcement", "stabilityChecker")
 # What Kubernetes does not report about a node, and what onboarding assumes instead.
 DEFAULTS = {"storage.disks": 1, "network.txBandwidth": 0, "network.rxBandwidth": 0}
 

@@ -14,6 +14,9 @@ description:
   - With O(state=present) and O(document), creates the cluster when it does not exist.
   - With O(state=present) and O(fields), sets those fields (dotted paths allowed) of an
     existing cluster with C($set), only when they differ. The registry validates the result.
+  - With O(governed=true), the fields go through the cluster controller's governed update
+    (C(PATCH /clusters/update/<id>)), which its C(update_cluster) pre-check policy allows or
+    denies; a denial fails the task with the policy's reason and changes nothing.
   - With O(state=absent), deletes the cluster.
 options:
   id:
@@ -26,6 +29,10 @@ options:
   fields:
     description: "Fields to set by dotted path, for example C(clusterMetadata.owner) or C(tags)."
     type: dict
+  governed:
+    description: Send O(fields) through the controller's pre-check policy instead of writing them directly.
+    type: bool
+    default: false
   state:
     description: Whether the cluster should exist.
     type: str
@@ -45,6 +52,15 @@ attributes:
 """
 
 EXAMPLES = r"""
+- name: Change the owner, if the cluster's update_cluster policy allows it
+  aios.platform.cluster:
+    id: cluster-west-vision-001
+    fields:
+      clusterMetadata.owner: platform-team
+    governed: true
+    api_url: http://127.0.0.1:8080
+    api_token: "{{ aios_api_token }}"
+
 - name: Retag a cluster
   aios.platform.cluster:
     id: cluster-west-vision-001
@@ -55,6 +71,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+decision:
+  description: The pre-check decision that denied a governed update (C(allowed), C(reason), C(policy_rule_uri) ...).
+  type: dict
+  returned: when a governed update is denied
 cluster:
   description: The cluster after the change (absent after a delete).
   type: dict
@@ -84,7 +104,7 @@ def field_value(document, path):
 
 def main():
     spec = dict(id=dict(type="str", required=True), document=dict(type="dict"),
-                fields=dict(type="dict"),
+                fields=dict(type="dict"), governed=dict(type="bool", default=False),
                 state=dict(type="str", choices=["present", "absent"], default="present"))
     spec.update(API_ARGUMENT_SPEC)
     module = AnsibleModule(argument_spec=spec, mutually_exclusive=[("document", "fields")],
@@ -117,7 +137,16 @@ def main():
             module.exit_json(changed=False, cluster=current, diff=diff)
         if module.check_mode:
             module.exit_json(changed=True, cluster=current, diff=diff)
-        updated = api.request("PUT", path, body={"$set": differing})[1]
+        if module.params["governed"]:
+            update_path = "/clusters/update/%s" % path_segment(module.params["id"])
+            status, answer = api.request("PATCH", update_path, body=differing, ok=(200, 403))
+            if status == 403:
+                module.fail_json(msg="the update_cluster policy %s denied the update: %s"
+                                 % (answer.get("policy_rule_uri"), answer.get("reason")),
+                                 decision=answer, diff=diff)
+            updated = answer
+        else:
+            updated = api.request("PUT", path, body={"$set": differing})[1]
         module.exit_json(changed=True, cluster=updated, diff=diff)
     except ApiError as exc:
         module.fail_json(msg=str(exc), status=exc.status, response=exc.body)

@@ -15,7 +15,9 @@ description:
     (the seed's C(config.json)) and the cluster's nodes, validates it with the registry's own
     model, writes it as C(<dest>/<cluster_id>_populated.json) for inspection and, with
     O(onboard=true), submits it to the network's parser (C(POST <api_url>/api/createCluster)
-    in its Parser/V1 envelope), or updates the registered document when it differs.
+    in its Parser/V1 envelope). A cluster already registered gets its node-derived fields
+    (nodes, gpus, vcpus, memory, swap, storage, network) refreshed; its other fields belong
+    to the registry and its governance, and a config that differs there is only a warning.
   - GPUs come from each node's C(gpu.aios/info) annotation (see M(aios.platform.gpu_facts)).
     Memory, swap and storage are in MiB. Kubernetes does not report the number of disks or
     network bandwidth; those get defaults, returned as RV(defaults).
@@ -166,20 +168,46 @@ def validated(module, document):
                          errors=problems)
 
 
-def register(module, document):
-    """created, updated or unchanged, against the network's registry."""
+def differing_config(config, current):
+    """The top-level fields of the given config that the registered cluster holds otherwise,
+    ignoring the governance settings that other tools own inside ``config``."""
+    differing = []
+    for key, value in config.items():
+        registered = current.get(key)
+        if key == "config" and isinstance(value, dict) and isinstance(registered, dict):
+            value = dict((k, v) for k, v in value.items() if k not in onboarding.GOVERNED_CONFIG)
+            # Keys the config leaves to the model's defaults are not compared either.
+            registered = dict((k, v) for k, v in registered.items() if k in value)
+        if registered != value:
+            differing.append(key)
+    return sorted(differing)
+
+
+def register(module, document, config):
+    """(created, updated or unchanged, the registered document) against the network's
+    registry. A registered cluster only gets its node-derived fields refreshed: its other
+    fields belong to the registry and its governance (see M(aios.platform.cluster)), so a
+    config that differs there is a warning, not an overwrite."""
     api = AiosApi(module)
     cluster_id = document["id"]
     status, current = api.request("GET", "/clusters/%s" % path_segment(cluster_id), ok=(200, 404))
-    if status == 200 and current == document:
-        return "unchanged", current
-    if module.check_mode:
-        return ("updated" if status == 200 else "created"), document
     if status == 200:
-        changes = dict((k, v) for k, v in document.items() if k != "id")
+        changes = dict((k, document[k]) for k in onboarding.NODE_FIELDS
+                       if current.get(k) != document.get(k))
+        others = differing_config(dict((k, v) for k, v in config.items() if k != "id"), current)
+        if others:
+            module.warn("cluster %s is registered with other values of %s than the config; "
+                        "onboarding refreshes node data only, change those with "
+                        "aios.platform.cluster" % (cluster_id, ", ".join(others)))
+        if not changes:
+            return "unchanged", current
+        if module.check_mode:
+            return "updated", dict(current, **changes)
         updated = api.request("PUT", "/clusters/%s" % path_segment(cluster_id),
                               body={"$set": changes})[1]
         return "updated", updated
+    if module.check_mode:
+        return "created", document
     answer = api.request("POST", "/api/createCluster", body=onboarding.parser_envelope(document))[1]
     # The upstream parser answers 2xx with success: false when the create failed.
     if not isinstance(answer, dict) or answer.get("success") is False:
@@ -242,7 +270,7 @@ def main():
     registered = "none"
     if params["onboard"]:
         try:
-            registered, document = register(module, document)
+            registered, document = register(module, document, config)
         except ApiError as exc:
             module.fail_json(msg=str(exc), status=exc.status, response=exc.body)
         changed = changed or registered != "unchanged"

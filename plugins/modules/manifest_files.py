@@ -14,6 +14,9 @@ description:
   - Writes each manifest as C(<dest>/<kind>-<name>.yaml) (kind lower-cased), with sorted keys so that
     rendering twice gives identical files. Used by the render mode of the collection's roles.
   - Only files whose content changes are written; the result lists them.
+  - With O(validate), every manifest is first checked strictly (unknown fields are errors)
+    against the OpenAPI schemas of those Kubernetes versions; when any is invalid, nothing is
+    written and the failure lists every problem.
 options:
   dest:
     description: Directory to write into; created when missing.
@@ -28,6 +31,14 @@ options:
     description: Permissions of the written files.
     type: raw
     default: "0644"
+  validate:
+    description: Kubernetes versions (for example V(1.29.0)) to validate every manifest against; empty validates nothing.
+    type: list
+    elements: str
+    default: []
+requirements:
+  - PyYAML
+  - kubernetes-validate (only for O(validate))
 author:
   - AIOS platform contributors (@aios-platform)
 attributes:
@@ -60,13 +71,22 @@ written:
 """
 
 import os
+import traceback
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
     import yaml
 except ImportError:  # pragma: no cover - PyYAML ships with ansible-core
     yaml = None
+
+try:
+    import kubernetes_validate
+except ImportError:
+    kubernetes_validate = None
+    KUBERNETES_VALIDATE_ERROR = traceback.format_exc()
+else:
+    KUBERNETES_VALIDATE_ERROR = None
 
 
 def file_name(manifest):
@@ -76,6 +96,22 @@ def file_name(manifest):
     if not kind or not name:
         raise ValueError("every manifest needs kind and metadata.name; got kind=%r name=%r" % (kind, name))
     return "%s-%s.yaml" % (kind.lower(), name)
+
+
+def problems(manifest, versions):
+    """Every way ``manifest`` is invalid for the Kubernetes ``versions``."""
+    found = []
+    for version in versions:
+        try:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            found.append("%s (Kubernetes %s): %s%s" % (file_name(manifest), version,
+                                                       path + ": " if path else "", exc.message))
+        except (kubernetes_validate.SchemaNotFoundError,
+                kubernetes_validate.InvalidSchemaError) as exc:
+            found.append("%s (Kubernetes %s): no schema: %s" % (file_name(manifest), version, exc))
+    return found
 
 
 def render(manifest):
@@ -88,12 +124,27 @@ def main():
             dest=dict(type="path", required=True),
             manifests=dict(type="list", elements="dict", required=True),
             mode=dict(type="raw", default="0644"),
+            validate=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
     )
     if yaml is None:
         module.fail_json(msg="PyYAML is required on the host that renders the manifests")
     dest = module.params["dest"]
+    versions = module.params["validate"]
+    if versions and kubernetes_validate is None:
+        module.fail_json(msg=missing_required_lib("kubernetes-validate") + " (or validate nothing)",
+                         exception=KUBERNETES_VALIDATE_ERROR)
+    if versions:
+        invalid = []
+        for manifest in module.params["manifests"]:
+            try:
+                invalid.extend(problems(manifest, versions))
+            except ValueError as exc:  # no kind or name
+                module.fail_json(msg=str(exc))
+        if invalid:
+            module.fail_json(msg="%d manifest problem(s), nothing written: %s"
+                             % (len(invalid), "; ".join(invalid)), problems=invalid)
     files, written, seen = [], [], {}
     for manifest in module.params["manifests"]:
         try:

@@ -45,3 +45,29 @@ def test_cluster_lifecycle(runtime) -> None:
     assert run_collection_module(CLUSTER, delete)["changed"] is False
     missing = run_collection_module(CLUSTER, {"id": cluster_id, "fields": {"tags": []}, **api})
     assert missing["failed"] is True and "does not exist" in missing["msg"]
+
+
+def test_governed_update_is_allowed_or_denied_by_the_policy(runtime) -> None:
+    url, token = runtime
+    api = {"api_url": url, "api_token": token}
+    cluster_id = f"gov-upd-{secrets.token_hex(4)}"
+    assert run_collection_module(CLUSTER, {"id": cluster_id, "document": copy.deepcopy(SEED),
+                                           **api})["changed"] is True
+    guard = run_collection_module(REPO / "plugins/modules/policy.py", {
+        "path": str(REPO / "policies/examples/update-cluster-field-guard"), **api})
+    run_collection_module(REPO / "plugins/modules/precheck_policies.py", {
+        "cluster_id": cluster_id, "policies": {"update_cluster": guard["policy_rule_uri"]}, **api})
+
+    allowed = {"id": cluster_id, "governed": True, "fields": {"clusterMetadata.owner": "ops"},
+               **api}
+    first = run_collection_module(CLUSTER, allowed)
+    assert first["changed"] is True and first["cluster"]["clusterMetadata"]["owner"] == "ops"
+    assert run_collection_module(CLUSTER, allowed)["changed"] is False
+
+    denied = run_collection_module(CLUSTER, {**allowed, "fields": {"status": "maintenance"}})
+    assert denied["failed"] is True
+    assert denied["msg"] == (f"the update_cluster policy {guard['policy_rule_uri']} denied the "
+                             "update: protected fields cannot be updated: status")
+    assert denied["decision"]["allowed"] is False
+    after = run_collection_module(INFO, {"id": cluster_id, **api})["clusters"][0]
+    assert after["status"] == SEED["status"], "a denied update changes nothing"

@@ -62,7 +62,12 @@ def test_onboard_creates_then_changes_nothing_then_updates(
     again = run_module(args)
     assert again["changed"] is False and again["registered"] == "unchanged"
     retagged = run_module({**args, "config": {**config, "tags": ["gpu", "retagged"]}})
-    assert retagged["registered"] == "updated"
-    assert retagged["cluster"]["tags"] == ["gpu", "retagged"]
+    assert retagged["registered"] == "unchanged" and retagged["cluster"]["tags"] == config["tags"]
+    assert "other values of tags than the config" in json.dumps(retagged["warnings"])
+    fewer = tmp_path / "fewer.json"
+    fewer.write_text(json.dumps({"items": json.loads(NODES.read_text())["items"][:2]}))
+    refreshed = run_module({**args, "nodes_file": str(fewer)})
+    assert refreshed["registered"] == "updated" and refreshed["cluster"]["nodes"]["count"] == 2
+    assert refreshed["cluster"]["clusterMetadata"] == stored["clusterMetadata"]
     refused = run_module({**args, "api_token": "wrong"})
     assert refused["failed"] is True and "401" in refused["msg"]

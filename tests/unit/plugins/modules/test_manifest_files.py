@@ -61,3 +61,23 @@ def test_writes_then_changes_nothing(tmp_path: Path) -> None:
 def test_refuses_two_manifests_for_one_file(tmp_path: Path) -> None:
     result = run_module({"dest": str(tmp_path), "manifests": [SERVICE, SERVICE]})
     assert result["failed"] is True and "two manifests map to service-b.yaml" in result["msg"]
+
+
+def test_validation_lists_every_problem_and_writes_nothing(tmp_path: Path) -> None:
+    typo = {**SERVICE, "metadata": {"name": "typo", "namespace": "x"},
+            "spec": {"ports": [{"port": 1, "targetport": 2}]}}
+    wrong_type = {**SERVICE, "metadata": {"name": "bad", "namespace": "x"},
+                  "spec": {"ports": [{"port": "eighty"}]}}
+    result = run_module({"dest": str(tmp_path), "manifests": [SERVICE, typo, wrong_type],
+                         "validate": ["1.29.0"]})
+    assert result["failed"] is True and list(tmp_path.iterdir()) == []
+    assert len(result["problems"]) == 2
+    assert "service-typo.yaml (Kubernetes 1.29.0)" in result["problems"][0]
+    assert "targetport" in result["problems"][0]
+    assert "service-bad.yaml (Kubernetes 1.29.0): spec.ports.0.port" in result["problems"][1]
+
+
+def test_valid_manifests_are_written_after_validation(tmp_path: Path) -> None:
+    result = run_module({"dest": str(tmp_path), "manifests": [SERVICE],
+                         "validate": ["1.29.0", "1.33.0"]})
+    assert result["changed"] is True and (tmp_path / "service-b.yaml").exists()
