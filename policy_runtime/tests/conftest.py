@@ -124,3 +124,15 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     """A policy name no other test uses (published versions are immutable)."""
     safe = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())
     return f"aiosv1.policies.test.{safe[:60]}-{secrets.token_hex(3)}"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Report how much the API fuzzing sent (test_fuzz_api.py)."""
+    fuzz = sys.modules.get("test_fuzz_api")
+    if fuzz and fuzz.FUZZ_COUNTS["cases"]:
+        counts = fuzz.FUZZ_COUNTS
+        terminalreporter.write_line(
+            f"schemathesis: {counts['cases']} generated requests over "
+            f"{len(counts['operations'])} operations, none answered 5xx"
+            if not terminalreporter.stats.get("failed") else
+            f"schemathesis: {counts['cases']} generated requests (see the failures above)")

@@ -22,6 +22,24 @@ def policy_rule_uri(name: str, version: str, release_tag: str) -> str:
     return f"{name}:{version}-{release_tag}" if release_tag else f"{name}:{version}"
 
 
+# Deeper documents are refused: MongoDB stores at most 100 levels and would fail the write
+# as a database error; no real policy setting or schema comes near this.
+MAX_DOCUMENT_DEPTH = 32
+
+
+def json_depth(value: Any) -> int:
+    """The nesting depth of a JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
 class PolicyCreate(BaseModel):
     """A policy to publish: its code (or an upstream code archive) and its metadata."""
 
@@ -55,6 +73,17 @@ class PolicyCreate(BaseModel):
     def _split_tags(cls, value: object) -> object:
         if isinstance(value, str):
             return [tag.strip() for tag in value.split(",") if tag.strip()]
+        return value
+
+    @field_validator(
+        "metadata", "policy_settings", "policy_parameters", "policy_input_schema",
+        "policy_output_schema", "policy_settings_schema", "policy_parameters_schema",
+        "management_commands_schema",
+    )
+    @classmethod
+    def _not_too_deep(cls, value: Any) -> Any:
+        if json_depth(value) > MAX_DOCUMENT_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DOCUMENT_DEPTH} levels")
         return value
 
     @field_validator("code_type")

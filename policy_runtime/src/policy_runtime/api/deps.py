@@ -28,3 +28,7 @@ async def cluster_store(request: Request) -> ClusterStore:
 
 async def precheck_service(request: Request) -> PrecheckService:
     return request.app.state.runtime.precheck
+
+# The largest page offset a listing accepts: the database refuses offsets beyond a 64-bit
+# integer with an error (a 500), and no real listing comes near a billion entries.
+MAX_SKIP = 1_000_000_000

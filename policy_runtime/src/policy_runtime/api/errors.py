@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from pymongo.errors import PyMongoError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from policy_runtime.clusters.operators import OperatorError
 from policy_runtime.clusters.store import ClusterConflict, ClusterNotFound, InvalidCluster
@@ -79,9 +81,19 @@ def error_body(exc: BaseException) -> dict:
     return {"detail": message_for(exc)}
 
 
+async def body_parse_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI answers 400 for any body it fails to parse; JSON nested beyond the parser's
+    recursion limit is invalid input like any other JSON error, so it is a 422 too."""
+    if isinstance(exc.__cause__, RecursionError):
+        return JSONResponse({"detail": "the JSON body is nested too deeply"}, status_code=422)
+    return await http_exception_handler(request, exc)
+
+
 def install_handlers(app: FastAPI) -> None:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(error_body(exc), status_code=status_for(exc))
+
+    app.add_exception_handler(StarletteHTTPException, body_parse_error)
 
     for cls, _ in ERROR_STATUS:
         app.add_exception_handler(cls, handle)

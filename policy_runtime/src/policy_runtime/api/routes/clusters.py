@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from policy_runtime.api.deps import cluster_store
+from policy_runtime.api.deps import MAX_SKIP, cluster_store
 from policy_runtime.clusters.store import MAX_QUERY_LIMIT, ClusterStore, InvalidCluster
 
 router = APIRouter(tags=["clusters"])
@@ -22,7 +22,7 @@ async def query_clusters(
     store: Store,
     body: JsonObject,
     limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = 100,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     sort: Annotated[str | None, Query(max_length=200, description="e.g. -gpus.count,id")] = None,
     fields: Annotated[str | None, Query(max_length=500, description="comma list")] = None,
 ) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from policy_runtime.api.deps import policy_service
+from policy_runtime.api.deps import MAX_SKIP, policy_service
 from policy_runtime.api.fast_body import read_body, request_body_schema
 from policy_runtime.models import EvalRequest, EvalResponse, PolicyCreate, PolicyPage, PublishResult
 from policy_runtime.service import PolicyService
@@ -58,7 +58,7 @@ def list_policies(
     service: Service,
     name: Annotated[str | None, Query(max_length=200, description="name prefix")] = None,
     tag: Annotated[str | None, Query(max_length=200)] = None,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> PolicyPage:
     items, total = service.store.list(name=name, tag=tag, skip=skip, limit=limit)
