@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 LOCAL_DIR := build/local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv collection-link run stop test lint sanity test-runtime test-unit test-integration bench clean
+.PHONY: help venv collection-link run stop test lint sanity test-runtime test-unit test-integration soak bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -51,6 +51,10 @@ sanity: $(STAMP) ## ansible-test sanity on the built collection (no ignore file)
 
 test-runtime: $(STAMP) ## the policy runtime's test suite (real worker pool, database, server)
 	cd policy_runtime && ../$(BIN)/python -m pytest
+
+soak: $(STAMP) ## the long reliability run: 60 s of load by 200 clients, 200 fuzz examples per route
+	cd policy_runtime && AIOS_LOAD_SECONDS=60 AIOS_FUZZ_EXAMPLES=200 ../$(BIN)/python -m pytest \
+		tests/test_reliability.py tests/test_fuzz_api.py
 
 test-unit: $(STAMP) collection-link ## unit tests of the collection's plugins
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit

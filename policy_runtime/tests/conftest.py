@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -126,8 +127,16 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     return f"aiosv1.policies.test.{safe[:60]}-{secrets.token_hex(3)}"
 
 
+def seed_cluster(cluster_id: str) -> dict:
+    """The seed's example cluster document under another id."""
+    return {**json.loads(SEED_CLUSTER.read_text()), "id": cluster_id}
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
-    """Report how much the API fuzzing sent (test_fuzz_api.py)."""
+    """Report how much the API fuzzing sent and what the reliability scenarios measured."""
+    reliability = sys.modules.get("test_reliability")
+    for line in reliability.REPORT if reliability else []:
+        terminalreporter.write_line(line)
     fuzz = sys.modules.get("test_fuzz_api")
     if fuzz and fuzz.FUZZ_COUNTS["cases"]:
         counts = fuzz.FUZZ_COUNTS

@@ -8,7 +8,9 @@ else the whole step is retried. A rejected update therefore never touches the do
 
 from __future__ import annotations
 
+import random
 import re
+import time
 import uuid
 from collections.abc import Callable
 
@@ -30,6 +32,7 @@ SCRATCH = "clusters_scratch"
 _REVISION = "_rev"
 _HIDDEN = {"_id": 0, _REVISION: 0}
 _CAS_ATTEMPTS = 20
+_CAS_MAX_PAUSE_SECONDS = 0.05
 MAX_QUERY_LIMIT = 1000
 
 
@@ -38,7 +41,7 @@ class ClusterNotFound(LookupError):
 
 
 class ClusterConflict(Exception):
-    """A cluster with this id exists already."""
+    """A cluster with this id exists already, or it kept changing under an update."""
 
 
 class InvalidCluster(ValueError):
@@ -138,7 +141,7 @@ class ClusterStore:
 
     def transform(self, cluster_id: str, change: Callable[[dict], dict]) -> dict:
         """Replace the document by ``change(current)``, validated, without lost updates."""
-        for _ in range(_CAS_ATTEMPTS):
+        for attempt in range(_CAS_ATTEMPTS):
             current = self.collection.find_one({"id": cluster_id}, {"_id": 0})
             if current is None:
                 raise ClusterNotFound(f"no cluster has id {cluster_id!r}")
@@ -154,7 +157,13 @@ class ClusterStore:
             )
             if replaced is not None:
                 return replaced
-        raise RuntimeError(f"cluster {cluster_id!r} kept changing; the update was not applied")
+            # Another writer won; a jittered, growing pause spreads concurrent writers out.
+            pause = min(_CAS_MAX_PAUSE_SECONDS, 0.001 * 2**attempt)
+            time.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret
+        raise ClusterConflict(
+            f"cluster {cluster_id!r} kept changing under {_CAS_ATTEMPTS} concurrent updates; "
+            "this one was not applied, retry it"
+        )
 
     def preview(self, current: dict, update: dict) -> dict:
         """``current`` with ``update`` applied by the database, on a scratch copy."""

@@ -22,3 +22,4 @@ def ping(client: MongoClient) -> bool:
     except Exception:  # any failure means "not healthy"; the reason is logged by the caller
         return False
     return True
+
