@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
 from render_site import manifests, render_site
 from test_apply_mode import cluster, playbook
-from test_render import KUBERNETES_VERSIONS, test_every_container_is_hardened
+from test_render import (
+    KUBERNETES_VERSIONS,
+    assert_strictly_valid,
+)
+from test_render import (
+    test_every_container_is_hardened as assert_hardened,
+)
 
 # The add-ons as documented in roles/cluster_addons/README.md: (service, port, NodePort).
 ADDON_PORTS = {
@@ -28,11 +33,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_addon_manifest_is_strictly_valid(rendered: dict[str, dict], version: str) -> None:
-    for name, manifest in rendered.items():
-        try:
-            kubernetes_validate.validate(manifest, version, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{name} is not valid for Kubernetes {version}: {exc.message}")
+    assert_strictly_valid(rendered, version)
 
 
 def test_addons_table(rendered: dict[str, dict]) -> None:
@@ -45,7 +46,7 @@ def test_addons_table(rendered: dict[str, dict]) -> None:
     ports = {(m["metadata"]["name"], p["port"], p.get("nodePort"))
              for m in rendered.values() if m["kind"] == "Service" for p in m["spec"]["ports"]}
     assert ports == ADDON_PORTS
-    test_every_container_is_hardened({Path(k): m for k, m in rendered.items()})
+    assert_hardened({Path(k): m for k, m in rendered.items()})
 
     triton = rendered["Deployment/inference-server"]["spec"]
     pod = triton["template"]["spec"]
