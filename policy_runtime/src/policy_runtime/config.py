@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     policy_cache_seconds: float = Field(
         5.0, ge=0, description="how long a replica caches a policy (deletes elsewhere show after)"
     )
+    decision_log_max_entries: int = Field(
+        100_000, ge=1, description="decisions kept in the log (the oldest are trimmed)"
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     access_log: bool = Field(True, description="log every HTTP request")
     git_commit: str = Field("", description="reported by /version (set at image build)")

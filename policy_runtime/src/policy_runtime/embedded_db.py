@@ -132,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         storage_path=str(Path(args.dir).resolve()),
         enable_test_commands=False,
         durable=True,
+        # A standalone server, no replica set: the runtime needs neither change streams nor
+        # transactions, and the replica set's oplog makes every write slower as it grows
+        # (0.7 ms per update at first, 5 ms after 11,000, pruned or not; 0.4 ms flat without).
+        replica_set_name=None,
     )
     server.start()
     print(f"listening {server.port}", flush=True)

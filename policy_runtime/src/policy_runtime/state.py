@@ -84,7 +84,7 @@ class Runtime:
                 cache_seconds=settings.policy_cache_seconds,
             )
         if RunMode.CONTROLLER in modes:
-            log_ = DecisionLog(db)
+            log_ = DecisionLog(db, settings.decision_log_max_entries)
             _ensure_indexes(log_.ensure_collection)
             runtime.precheck = PrecheckService(
                 runtime.clusters, runtime.policies, log_, settings.cluster_id,
