@@ -13,15 +13,16 @@ STAMP := $(VENV)/.installed
 LOCAL_DIR := build/local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv collection-link run stop test lint sanity test-runtime test-unit test-integration soak bench clean
+.PHONY: help venv collection-link run stop test lint sanity test-runtime test-plugin test-unit test-integration soak bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-$(STAMP): policy_runtime/pyproject.toml requirements-dev.txt
+$(STAMP): policy_runtime/pyproject.toml interlink_nunet/pyproject.toml requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e 'policy_runtime[embedded,test]' -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -e 'policy_runtime[embedded,test]' \
+		-e 'interlink_nunet[test]' -r requirements-dev.txt
 	@touch $@
 
 venv: $(STAMP) ## create .venv with everything installed
@@ -38,8 +39,9 @@ stop: ## stop what `make run` started
 	@$(BIN)/python scripts/run_local.py --dir $(LOCAL_DIR) --stop
 
 lint: $(STAMP) collection-link ## ruff, hadolint, yamllint, ansible-lint (production), role docs, changelog
-	$(BIN)/ruff check policy_runtime plugins bench scripts tests
+	$(BIN)/ruff check policy_runtime interlink_nunet plugins bench scripts tests
 	$(BIN)/hadolint --config policy_runtime/.hadolint.yaml policy_runtime/Dockerfile
+	$(BIN)/hadolint --config policy_runtime/.hadolint.yaml interlink_nunet/Dockerfile
 	$(BIN)/yamllint --strict .
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production
 	$(BIN)/python scripts/role_docs.py --check
@@ -52,6 +54,9 @@ sanity: $(STAMP) ## ansible-test sanity on the built collection (no ignore file)
 test-runtime: $(STAMP) ## the policy runtime's test suite (real worker pool, database, server)
 	cd policy_runtime && ../$(BIN)/python -m pytest
 
+test-plugin: $(STAMP) ## the NuNet interLink plugin's tests (real process, stand-in DMS)
+	cd interlink_nunet && ../$(BIN)/python -m pytest -p no:cacheprovider
+
 soak: $(STAMP) ## the long reliability run: 60 s of load by 200 clients, 200 fuzz examples per route
 	cd policy_runtime && AIOS_LOAD_SECONDS=60 AIOS_FUZZ_EXAMPLES=200 ../$(BIN)/python -m pytest \
 		tests/test_reliability.py tests/test_fuzz_api.py
@@ -62,14 +67,15 @@ test-unit: $(STAMP) collection-link ## unit tests of the collection's plugins
 test-integration: $(STAMP) collection-link ## render + validation of manifests, `make run` end to end
 	$(BIN)/python -m pytest -p no:cacheprovider tests/integration
 
-test: lint sanity test-unit test-runtime test-integration ## the whole test suite
+test: lint sanity test-unit test-runtime test-plugin test-integration ## the whole test suite
 
-bench: $(STAMP) collection-link ## print decision latency, HTTP throughput, render time, registry query figures
+bench: $(STAMP) collection-link ## print decision latency, HTTP throughput, render, registry query, onboarding, consolidation figures
 	$(BIN)/python bench/decision_latency.py
 	$(BIN)/python bench/http_decisions.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/registry_query.py
 	$(BIN)/python bench/onboarding.py
+	$(BIN)/python bench/consolidation.py
 
 clean: stop ## remove build output (keeps .venv)
 	rm -rf build

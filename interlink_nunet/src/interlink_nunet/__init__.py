@@ -1,0 +1,3 @@
+"""interLink plugin that runs Kubernetes pods as NuNet DMS jobs."""
+
+__version__ = "0.1.0"

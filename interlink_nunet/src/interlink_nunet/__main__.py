@@ -1,0 +1,3 @@
+from interlink_nunet.server import main
+
+raise SystemExit(main())
