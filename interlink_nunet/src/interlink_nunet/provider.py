@@ -93,11 +93,11 @@ class NuNetProvider:
             known = self.store.get(uid)
             job = None if known else build_job(pod, config_maps, self.settings.resource_prefix,
                                                 models)
-            jobs.append((uid, name, namespace, job))
+            jobs.append((uid, name, namespace, job, known))
         created = []
-        for uid, name, namespace, job in jobs:
-            if job is None:  # created before: interLink retried, answer the same job
-                created.append({"PodUID": uid, "PodJID": self.store.get(uid).job_id})
+        for uid, name, namespace, job, known in jobs:
+            if known is not None:  # created before: interLink retried, answer the same job
+                created.append({"PodUID": uid, "PodJID": known.job_id})
                 continue
             with self.metrics.dms_call("post_job"):
                 job_id = self.dms.post_job(job)
