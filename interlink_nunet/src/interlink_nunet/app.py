@@ -1,9 +1,9 @@
 """The HTTP API: interLink's plugin routes, plus /resources, /node, /healthz and /metrics.
 
 The TCP listener asks for ``Authorization: Bearer <token>`` on every route but /healthz.
-interLink itself sends no token, so it talks to the plugin over the Unix socket, which is
-served by the same app built without the token check: there, the socket's file mode is
-the access control.
+interLink itself sends no token, so it talks to the plugin either over the Unix socket,
+which is served by the same app built without the token check (there, the socket's file
+mode is the access control), or through ``aios-nunet-forward``, which adds the token.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 from pythonjsonlogger.json import JsonFormatter
 
 from interlink_nunet.app import create_app
@@ -70,30 +71,38 @@ async def serve(settings: Settings) -> None:
         provider.store.close()
 
 
-def unix_socket(path: Path) -> socket.socket:
-    """The listening socket for interLink, mode 0660: the owner and its group only (uvicorn
-    would make its own socket 0666, open to every local user)."""
+def unix_socket(path: Path, mode: int = 0o660) -> socket.socket:
+    """The listening socket for interLink, by default mode 0660: the owner and its group
+    only (uvicorn would make its own socket 0666, open to every local user)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
         path.unlink()  # left by a previous run
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    previous = os.umask(0o117)  # no moment at which others could connect
+    previous = os.umask(0o777 & ~mode)  # no moment at which others could connect
     try:
         listener.bind(str(path))
     finally:
         os.umask(previous)
-    os.chmod(path, 0o660)
+    os.chmod(path, mode)
     return listener
 
 
-def main() -> int:
+def load_settings(settings_class: type[BaseSettings]) -> BaseSettings | None:
+    """The settings, or None after printing each bad one with its variable's name."""
     try:
-        settings = Settings()
+        return settings_class()
     except ValidationError as exc:
+        prefix = settings_class.model_config["env_prefix"]
         for error in exc.errors():
-            field = ".".join(str(p) for p in error["loc"]) or "settings"
-            where = f"NUNET_PLUGIN_{field.upper()}" if error["loc"] else "settings"
+            field = ".".join(str(p) for p in error["loc"])
+            where = f"{prefix}{field.upper()}" if field else "settings"
             print(f"error: {where}: {error['msg']}", file=sys.stderr)
+        return None
+
+
+def main() -> int:
+    settings = load_settings(Settings)
+    if settings is None:
         return 2
     configure_logging(settings.log_level)
     asyncio.run(serve(settings))
