@@ -31,14 +31,15 @@ def run_playbook(name: str, variables: dict, *args: str, inventory: str = "local
                  env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     """ansible-playbook playbooks/<name> of the checkout with this Python as interpreter."""
     link_collection()
+    bin_dir = Path(sys.executable).parent
     environment = {
         **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # the venv's helm
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
         "ANSIBLE_NOCOLOR": "1",
         **(env or {}),
     }
-    bin_dir = Path(sys.executable).parent
     return subprocess.run(
         [str(bin_dir / "ansible-playbook"), "-i", inventory, str(REPO / "playbooks" / name),
          "-e", json.dumps({"ansible_python_interpreter": sys.executable, **variables}), *args],

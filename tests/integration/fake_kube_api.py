@@ -1,9 +1,9 @@
 """A small in-memory Kubernetes API server for testing the roles in apply mode.
 
 A real API server cannot run on CI machines. This one speaks enough of the API for
-kubernetes.core's k8s and k8s_info modules: discovery, list/get, server-side apply
-(PATCH application/apply-patch+yaml, with dryRun), merge and JSON patches, create and
-delete.
+kubernetes.core's k8s and k8s_info modules and for helm: discovery, list/get, server-side
+apply (PATCH application/apply-patch+yaml, with dryRun), merge and JSON patches, create,
+update and delete; helm's release Secrets arrive as protobuf (see kube_protobuf.py).
 It marks Deployments and StatefulSets ready and Jobs complete as soon as they are
 applied, unless their name is in ``never_ready``. Objects keep their resourceVersion when
 an apply changes nothing, so that idempotence is observable exactly as on a real cluster.
@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
+from kube_protobuf import PROTOBUF, secret_from_protobuf
 
 # (group/version, plural, kind, namespaced)
 RESOURCES = [
@@ -31,15 +32,25 @@ RESOURCES = [
     ("v1", "persistentvolumeclaims", "PersistentVolumeClaim", True),
     ("v1", "persistentvolumes", "PersistentVolume", False),
     ("v1", "pods", "Pod", True),
+    ("v1", "serviceaccounts", "ServiceAccount", True),
+    ("rbac.authorization.k8s.io/v1", "clusterroles", "ClusterRole", False),
+    ("rbac.authorization.k8s.io/v1", "clusterrolebindings", "ClusterRoleBinding", False),
+    ("rbac.authorization.k8s.io/v1", "roles", "Role", True),
+    ("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding", True),
     ("apps/v1", "deployments", "Deployment", True),
     ("apps/v1", "statefulsets", "StatefulSet", True),
     ("apps/v1", "daemonsets", "DaemonSet", True),
+    ("apps/v1", "replicasets", "ReplicaSet", True),
     ("batch/v1", "jobs", "Job", True),
     ("batch/v1", "cronjobs", "CronJob", True),
     ("storage.k8s.io/v1", "storageclasses", "StorageClass", False),
     ("metrics.k8s.io/v1beta1", "nodes", "NodeMetrics", False),
 ]
 _BY_PLURAL = {(gv, plural): (kind, namespaced) for gv, plural, kind, namespaced in RESOURCES}
+# helm validates manifests against the server's OpenAPI v2 document, which it reads as
+# protobuf: this one (swagger "2.0", info "fake" "v1.31.4") declares no types, so it
+# validates nothing (the render tests validate every manifest strictly instead).
+_OPENAPI_V2 = b"\x0a\x032.0\x12\x0f\x0a\x04fake\x12\x07v1.31.4"
 _SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields")
 
 
@@ -89,7 +100,9 @@ def _with_defaults(obj: dict) -> dict:
         spec.setdefault("updateStrategy", {"type": "RollingUpdate",
                                            "rollingUpdate": {"partition": 0}})
     if obj["kind"] == "Deployment" and isinstance(spec, dict):
-        spec.setdefault("strategy", {"type": "RollingUpdate"})
+        strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
+        if strategy.get("type") == "RollingUpdate":
+            strategy.setdefault("rollingUpdate", {"maxUnavailable": "25%", "maxSurge": "25%"})
     return obj
 
 
@@ -238,7 +251,28 @@ class FakeKubernetes:
             obj["status"] = self._status(obj) if "status" not in desired else desired["status"]
             if not dry_run:
                 self.objects[key] = obj
+                if obj["kind"] == "Deployment":
+                    self._replica_set_of(key, obj)
             return obj, True
+
+    def _replica_set_of(self, key: tuple, deployment: dict) -> None:
+        """The ReplicaSet a Deployment's controller would make (helm's --wait looks for it)."""
+        meta, spec = deployment["metadata"], deployment.get("spec", {})
+        replicas = spec.get("replicas", 1)
+        self.objects[("apps/v1", "replicasets", key[2], f"{key[3]}-rs")] = {
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": f"{key[3]}-rs", "namespace": key[2],
+                         "uid": f"uid-{key[3]}-rs", "resourceVersion": meta["resourceVersion"],
+                         "generation": 1,
+                         "labels": spec.get("template", {}).get("metadata", {}).get("labels", {}),
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                              "name": key[3], "uid": meta["uid"],
+                                              "controller": True}]},
+            "spec": {"replicas": replicas, "selector": spec.get("selector"),
+                     "template": spec.get("template")},
+            "status": {"replicas": replicas, "readyReplicas": replicas,
+                       "availableReplicas": replicas, "observedGeneration": 1},
+        }
 
     # -- HTTP -------------------------------------------------------------------------
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -280,11 +314,20 @@ class FakeKubernetes:
             def _body(self) -> dict:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b"{}"
+                if self.headers.get("Content-Type", "").startswith(PROTOBUF):
+                    return secret_from_protobuf(raw)  # helm's release records
                 return yaml.safe_load(raw) or {}
 
             def do_GET(self) -> None:  # http.server's naming
                 fake.requests.append(("GET", self.path))
                 path = urllib.parse.urlparse(self.path).path.rstrip("/")
+                if path == "/openapi/v2":
+                    self.send_response(200)
+                    self.send_header("Content-Type",
+                                     "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+                    self.send_header("Content-Length", str(len(_OPENAPI_V2)))
+                    self.end_headers()
+                    return self.wfile.write(_OPENAPI_V2)
                 if path in fake._discovery:
                     return self._send(200, fake._discovery[path])
                 route = self._route()
@@ -345,6 +388,14 @@ class FakeKubernetes:
                                             "code": 409, "status": "Failure"})
                 obj, _ = fake._store(key, body, dry_run=self.query.get("dryRun") == "All")
                 return self._send(201, obj)
+
+            def do_PUT(self) -> None:
+                fake.requests.append(("PUT", self.path))
+                route = self._route()
+                if route is None or route[3] is None or route not in fake.objects:
+                    return self._not_found(self.path)
+                obj, _ = fake._store(route, self._body(), dry_run=False)
+                return self._send(200, obj)
 
             def do_DELETE(self) -> None:
                 fake.requests.append(("DELETE", self.path))
