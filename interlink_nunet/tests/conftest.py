@@ -92,6 +92,14 @@ def start_plugin(tmp_path: Path, dms_url: str, **env: str) -> Process:
     return process.start()
 
 
+@pytest.fixture()
+def plugin(tmp_path: Path, dms: Process) -> Iterator[Process]:
+    """The plugin as a process against the stand-in DMS, with a random token."""
+    process = start_plugin(tmp_path, dms.url)
+    yield process
+    process.stop()
+
+
 def client(process: Process, token: str | None = None) -> httpx.Client:
     token = token if token is not None else process.token
     return httpx.Client(base_url=process.url, timeout=30,

@@ -42,13 +42,6 @@ def get_status(api: httpx.Client, pods: list) -> httpx.Response:
     return api.request("GET", "/status", json=pods)
 
 
-@pytest.fixture()
-def plugin(tmp_path: Path, dms: Process):
-    process = start_plugin(tmp_path, dms.url)
-    yield process
-    process.stop()
-
-
 def test_create_status_logs_delete_of_the_seeds_pod(plugin: Process, dms: Process) -> None:
     with client(plugin) as api:
         created = api.post("/create", json=SEED_PODS)  # the seed's plain list of pods

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Process, free_port, start_plugin
+from conftest import Process, free_port
 from test_api import SEED_POD, a_pod, dms_jobs, interlink_request
 
 
@@ -52,13 +52,6 @@ class Forwarder:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
-
-
-@pytest.fixture()
-def plugin(tmp_path: Path, dms: Process) -> Iterator[Process]:
-    process = start_plugin(tmp_path, dms.url)
-    yield process
-    process.stop()
 
 
 @pytest.fixture()

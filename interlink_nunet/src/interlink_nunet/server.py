@@ -78,7 +78,7 @@ def unix_socket(path: Path, mode: int = 0o660) -> socket.socket:
     if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
         path.unlink()  # left by a previous run
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    previous = os.umask(0o777 & ~mode)  # no moment at which others could connect
+    previous = os.umask(0o777 & ~mode)  # never, even briefly, more open than mode
     try:
         listener.bind(str(path))
     finally:
