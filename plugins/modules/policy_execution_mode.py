@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: AIOS platform contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 
 from __future__ import absolute_import, division, print_function
 
@@ -102,6 +102,12 @@ def wanted_variables(mode, executor_id):
     return {MODE_VARIABLE: mode, EXECUTOR_VARIABLE: executor_id if mode == "remote" else ""}
 
 
+def env_entry(name, value):
+    """An env entry as the API server stores it: an empty value is omitted (it reads back
+    without ``value``, and the variable is set to the empty string in the container)."""
+    return {"name": name, "value": value} if value else {"name": name}
+
+
 def merge_env(env, variables):
     """The env list with ``variables`` set: existing entries (also valueFrom ones) are replaced
     in place, missing ones appended, every other entry kept in its order."""
@@ -109,11 +115,11 @@ def merge_env(env, variables):
     for entry in env:
         name = entry.get("name")
         if name in variables:
-            merged.append({"name": name, "value": variables[name]})
+            merged.append(env_entry(name, variables[name]))
             seen.add(name)
         else:
             merged.append(entry)
-    merged.extend({"name": name, "value": value}
+    merged.extend(env_entry(name, value)
                   for name, value in variables.items() if name not in seen)
     return merged
 
