@@ -227,3 +227,56 @@ def test_create_cluster_upstream_route(api: httpx.Client) -> None:
     broken = api.post("/api/createCluster", json={"header": {"templateUri": "Parser/V1"},
                                                   "body": {}})
     assert broken.status_code == 422 and "body.spec.values" in broken.json()["detail"]
+
+
+def test_list_clusters_pages_and_filters(api: httpx.Client) -> None:
+    """GET /clusters: the shape of GET /policies, per-node data left out, bounded paging."""
+    run = secrets.token_hex(3)
+    made = []
+    for index, (region, status, tags) in enumerate([
+        (f"eu-{run}", "live", ["gpu", f"t-{run}"]),
+        (f"eu-{run}", "draining", [f"t-{run}"]),
+        (f"us-{run}", "live", ["gpu", f"t-{run}"]),
+    ]):
+        document = {**copy.deepcopy(SEED), "id": f"list-{run}-{index}", "regionId": region,
+                    "status": status, "tags": tags}
+        assert api.post("/clusters", json=document).status_code == 201
+        made.append(document["id"])
+
+    page = api.get("/clusters", params={"tag": f"t-{run}"})
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert set(body) == {"total", "skip", "limit", "items"}
+    assert body["total"] == 3 and body["skip"] == 0 and body["limit"] == 50
+    assert [c["id"] for c in body["items"]] == made, "ordered by id"
+    first = body["items"][0]
+    assert "nodeData" not in first["nodes"] and first["nodes"]["count"] == SEED["nodes"]["count"]
+    assert first["gpus"] == SEED["gpus"] and "_rev" not in first and "_id" not in first
+
+    def ids(**params: object) -> list[str]:
+        response = api.get("/clusters", params={"tag": f"t-{run}", **params})
+        assert response.status_code == 200, response.text
+        return [c["id"] for c in response.json()["items"]]
+
+    assert ids(region=f"eu-{run}") == made[:2]
+    assert ids(status="live") == [made[0], made[2]]
+    assert ids(region=f"eu-{run}", status="live") == [made[0]]
+    assert ids(skip=1, limit=1) == [made[1]]
+    assert ids(region="nowhere") == []
+    listed_all = api.get("/clusters", params={"limit": 500}).json()
+    assert set(made) <= {c["id"] for c in listed_all["items"]} and listed_all["total"] >= 3
+
+
+@pytest.mark.parametrize("params", [
+    {"limit": 0}, {"limit": 501}, {"skip": -1}, {"skip": 10**9 + 1},
+    {"region": "r" * 201}, {"tag": "t" * 201},
+])
+def test_list_clusters_refuses_unbounded_paging(api: httpx.Client, params: dict) -> None:
+    response = api.get("/clusters", params=params)
+    assert response.status_code == 422, response.text
+    assert next(iter(params)) in response.text
+
+
+def test_list_filters_are_literal_values_not_operators(api: httpx.Client, cluster: dict) -> None:
+    response = api.get("/clusters", params={"region": '{"$ne": null}', "limit": 500})
+    assert response.status_code == 200 and response.json()["total"] == 0

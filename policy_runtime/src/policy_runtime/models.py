@@ -137,7 +137,13 @@ class EvalResponse(BaseModel):
 
 
 class PolicyPage(BaseModel):
+    """One page of a listing: the total that matched and the items from ``skip``."""
+
     total: int
     skip: int
     limit: int
     items: list[dict[str, Any]]
+
+
+class ClusterPage(PolicyPage):
+    """A page of ``GET /clusters``: the same shape as ``GET /policies``."""

@@ -134,6 +134,27 @@ class ClusterStore:
         if self.collection.delete_one({"id": cluster_id}).deleted_count == 0:
             raise ClusterNotFound(f"no cluster has id {cluster_id!r}")
 
+    def list(
+        self, *, region: str | None = None, status: str | None = None, tag: str | None = None,
+        skip: int = 0, limit: int = 50,
+    ) -> tuple[list[dict], int]:
+        """One page of clusters ordered by id, without their per-node data, and the total.
+
+        The filters are plain equality on indexed fields: user text is never an operator.
+        """
+        filter_: dict[str, str] = {}
+        for field, value in (("regionId", region), ("status", status), ("tags", tag)):
+            if value is not None:
+                filter_[field] = value
+        total = self.collection.count_documents(filter_)
+        cursor = (
+            self.collection.find(filter_, {**_HIDDEN, "nodes.nodeData": 0})
+            .sort("id", ASCENDING)
+            .skip(skip)
+            .limit(limit)
+        )
+        return list(cursor), total
+
     def query(
         self, filter_: dict, *, limit: int = 100, skip: int = 0, sort: str | None = None,
         fields: str | None = None,

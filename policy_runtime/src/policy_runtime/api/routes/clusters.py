@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from policy_runtime.api.deps import MAX_SKIP, cluster_store
 from policy_runtime.clusters.store import MAX_QUERY_LIMIT, ClusterStore, InvalidCluster
+from policy_runtime.models import ClusterPage
 
 router = APIRouter(tags=["clusters"])
 Store = Annotated[ClusterStore, Depends(cluster_store)]
@@ -31,6 +32,25 @@ async def query_clusters(
     return await run_in_threadpool(
         store.query, filter_, limit=limit, skip=skip, sort=sort, fields=fields
     )
+
+
+@router.get(
+    "/clusters",
+    response_model=ClusterPage,
+    summary="List clusters (without per-node data), filtered by region, status or tag",
+)
+async def list_clusters(
+    store: Store,
+    region: Annotated[str | None, Query(max_length=200, description="regionId")] = None,
+    status_: Annotated[str | None, Query(alias="status", max_length=200)] = None,
+    tag: Annotated[str | None, Query(max_length=200, description="one of tags")] = None,
+    skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> ClusterPage:
+    items, total = await run_in_threadpool(
+        store.list, region=region, status=status_, tag=tag, skip=skip, limit=limit
+    )
+    return ClusterPage(total=total, skip=skip, limit=limit, items=items)
 
 
 @router.post("/clusters", status_code=status.HTTP_201_CREATED, summary="Add a cluster")
