@@ -129,6 +129,53 @@ ESCAPES = [
      VIOLATION, "modified"),
     ("delattr-module-class", "import collections\ndelattr(collections.Counter, 'most_common')\n"
      "return 1", VIOLATION, "modified"),
+    # The builtin types policies see (list, tuple, set, frozenset, zip, map, filter,
+    # enumerate, reversed) are stand-ins for the real types: nothing on them leads to the
+    # real type, its metaclass or its namespace, and none of them can be changed.
+    ("stand-in-__class__", "return str(list.__class__)", COMPILE, "__class__"),
+    ("stand-in-getattr-__class__", "return str(getattr(list, '__class__'))", VIOLATION,
+     "__class__"),
+    ("stand-in-__base__", "return str(getattr(tuple, '__base__'))", VIOLATION, "__base__"),
+    ("stand-in-__mro__", "return str(getattr(set, '__mro__'))", VIOLATION, "__mro__"),
+    ("stand-in-mro", "return str(list.mro())", VIOLATION, "mro"),
+    ("stand-in-__dict__", "return str(getattr(frozenset, '__dict__'))", VIOLATION, "__dict__"),
+    ("stand-in-__subclasses__", "return str(getattr(list, '__subclasses__')())", VIOLATION,
+     "__subclasses__"),
+    ("stand-in-__new__", "return str(list.__new__(list))", COMPILE, "__new__"),
+    ("stand-in-__call__", "return str(getattr(zip, '__call__'))", VIOLATION, "__call__"),
+    ("stand-in-__instancecheck__", "return str(getattr(list, '__instancecheck__'))",
+     VIOLATION, "__instancecheck__"),
+    ("generic-alias-__origin__", "return str(getattr(list[int], '__origin__'))", VIOLATION,
+     "__origin__"),
+    ("generic-alias-mro", "return str(list[int].mro())", VIOLATION, "mro"),
+    ("union-__args__", "return str(getattr(list | None, '__args__'))", VIOLATION, "__args__"),
+    ("policy-subclass-__bases__", "class X(list):\n    pass\nreturn str(getattr(X, '__bases__'))",
+     VIOLATION, "__bases__"),
+    ("policy-subclass-mro", "class X(tuple):\n    pass\nreturn str(X.mro())", VIOLATION, "mro"),
+    ("policy-subclass-instance-__class__", "class X(list):\n    pass\nreturn str(X().__class__)",
+     COMPILE, "__class__"),
+    ("policy-subclass-metaclass", "class X(list, metaclass=list):\n    pass\nreturn 1", COMPILE,
+     "metaclass"),
+    ("write-stand-in", "list.append = None\nreturn 1", VIOLATION, "modified"),
+    ("setattr-stand-in", "setattr(tuple, 'count', None)\nreturn 1", VIOLATION, "modified"),
+    ("delattr-stand-in", "delattr(set, 'add')\nreturn 1", VIOLATION, "modified"),
+    ("total_ordering-stand-in", "import functools\nfunctools.total_ordering(list)\nreturn 1",
+     VIOLATION, "total_ordering"),
+    ("unbound-method-on-module", "import json\nlist.append(json, 1)\nreturn 1", POLICY,
+     "append"),
+    ("unbound-method-on-stand-in", "set.add(set, 1)\nreturn 1", POLICY, "add"),
+    ("unbound-method-on-module-dict", "import json\ndict.update(json, {})\nreturn 1", POLICY,
+     "update"),
+    # Annotated assignments get the checks of plain assignments and expressions.
+    ("annassign-guard-name", "_getattr_: int = getattr\nreturn 1", COMPILE, "_getattr_"),
+    ("annassign-dunder-attribute", "self.__dict__: dict = {}\nreturn 1", COMPILE, "__dict__"),
+    ("annassign-write-module", "import math\nmath.pi: float = 3\nreturn 1", VIOLATION,
+     "modified"),
+    ("annassign-write-stand-in", "list.append: int = 1\nreturn 1", VIOLATION, "modified"),
+    ("annassign-value-is-guarded",
+     "class C:\n    x: int = getattr(1, '__class__')\nreturn 1", VIOLATION, "__class__"),
+    ("annassign-annotations-namespace", "x: int = 1\nreturn str(__annotations__)", COMPILE,
+     "__annotations__"),
     # Hiding a violation does not help: the first one decides the outcome.
     ("bare-except-swallows-violation",
      "try:\n    getattr(1, '__class__')\nexcept:\n    pass\nreturn {'allowed': True}",
@@ -164,6 +211,27 @@ def test_escape_is_stopped_with_typed_error(
 def test_module_level_escape_fails_at_load(evaluator: PolicyEvaluator, prelude: str) -> None:
     outcome = evaluator.evaluate({"code": eval_body("return 1", prelude=prelude)}, {})
     assert outcome.error_type == VIOLATION, outcome.error
+
+
+@pytest.mark.parametrize(
+    ("prelude", "needle"),
+    [
+        pytest.param("return 1", "Line 1: SyntaxError: 'return' outside function",
+                     id="module-level-return"),
+        pytest.param("x = 1\nwhile x:\n    x = 0\nbreak",
+                     "Line 4: SyntaxError: 'break' outside loop", id="break-outside-loop"),
+        pytest.param("def f(a, a):\n    pass", "Line 1: SyntaxError: duplicate argument",
+                     id="duplicate-argument"),
+    ],
+)
+def test_errors_found_only_by_the_final_compile_are_compile_errors(
+    evaluator: PolicyEvaluator, prelude: str, needle: str
+) -> None:
+    # These pass RestrictedPython's checks and fail in compile(): the worker must answer
+    # with a CompileError naming the line, not die.
+    outcome = evaluator.evaluate({"code": eval_body("return 1", prelude=prelude)}, {})
+    assert outcome.error_type == COMPILE, outcome.error
+    assert needle in outcome.error["message"], outcome.error
 
 
 def test_violation_reports_the_policy_line(evaluator: PolicyEvaluator) -> None:

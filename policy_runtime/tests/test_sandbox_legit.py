@@ -98,6 +98,85 @@ LEGIT = [
      "from typing import Optional, List\n"
      "def first(xs: List[int]) -> Optional[int]:\n    return xs[0] if xs else None\n"
      "return first(input_data)", [7], 7),
+    # Builtin types are real types to isinstance/issubclass/subscription (issue 27).
+    ("json-type-checks",
+     "def kind(v):\n"
+     "    if v is None:\n        return 'null'\n"
+     "    if isinstance(v, bool):\n        return 'bool'\n"
+     "    if isinstance(v, (int, float)):\n        return 'number'\n"
+     "    if isinstance(v, str):\n        return 'string'\n"
+     "    if isinstance(v, (list, tuple)):\n        return 'array'\n"
+     "    if isinstance(v, dict):\n        return 'object'\n"
+     "    return 'other'\n"
+     "tags = set(input_data['l'])\nfrozen = frozenset(tags)\n"
+     "checks = [isinstance(tags, set), isinstance(frozen, frozenset),"
+     " isinstance(frozen, set), isinstance(tags, (set, frozenset)),"
+     " isinstance(tuple(tags), tuple), isinstance(list(tags), tuple),"
+     " isinstance(1.5, float), isinstance(1, float), isinstance(True, int)]\n"
+     "subs = [issubclass(bool, int), issubclass(list, (tuple, list)), issubclass(list, list),"
+     " issubclass(frozenset, set), issubclass(dict, dict), issubclass(tuple, list)]\n"
+     "return {'kinds': {k: kind(v) for k, v in input_data.items()}, 'checks': checks,"
+     " 'subs': subs}",
+     {"n": 1, "x": 1.5, "b": True, "s": "a", "l": [1], "o": {}, "z": None},
+     {"kinds": {"n": "number", "x": "number", "b": "bool", "s": "string", "l": "array",
+                "o": "object", "z": "null"},
+      "checks": [True, True, False, True, True, False, True, False, True],
+      "subs": [True, True, True, False, True, False]}),
+    ("generic-aliases-and-annotations",
+     "def total(xs: list[int], weights: dict[str, float] | None = None) -> tuple[int, ...]:\n"
+     "    ids: set[str] = set()\n"
+     "    return (sum(xs), len(ids))\n"
+     "class Limits:\n"
+     "    names: list[str] = ['cpu']\n"
+     "    caps: dict[str, int] = {}\n"
+     "    note: str\n"
+     "pairs: list[tuple[str, int]] = sorted(input_data.items())\n"
+     "self.count: int = len(pairs)\n"
+     "return {'total': total(list[int](input_data.values())), 'pairs': pairs,"
+     " 'count': self.count, 'names': Limits.names,"
+     " 'aliases': [str(list[int]), str(dict[str, int]), str(frozenset[str]), str(list | None)],"
+     " 'union': [isinstance(None, list | None), isinstance([], list | dict),"
+     " isinstance(1, list | None)]}",
+     {"b": 2, "a": 1},
+     {"total": [3, 0], "pairs": [["a", 1], ["b", 2]], "count": 2, "names": ["cpu"],
+      "aliases": ["list[int]", "dict[str, int]", "frozenset[str]", "list | None"],
+      "union": [True, True, False]}),
+    # Policies are compiled with postponed annotations (PEP 563, inherited from
+    # RestrictedPython's compile module): annotations are kept as strings, never run.
+    ("annotations-are-postponed",
+     "class Spec:\n    size: NotDefinedAnywhere = 1\n"
+     "def f(a: AlsoNotDefined[int]) -> 'x':\n    return a\n"
+     "return [f(Spec.size), isinstance(Spec.size, int)]",
+     None, [1, True]),
+    ("subclassing-builtin-types",
+     "class Nodes(list):\n"
+     "    def ids(self):\n        return sorted(n['id'] for n in self)\n"
+     "class Pair(tuple[str, int]):\n"
+     "    def label(self):\n        return self[0] + '=' + str(self[1])\n"
+     "class Tags(set):\n    pass\n"
+     "nodes = Nodes(input_data)\nnodes.append({'id': 'c'})\nnodes.source = 'input'\n"
+     "nodes[0] = {'id': 'z'}\nNodes.kind = 'nodes'\n"
+     "tags = Tags(['x'])\ntags.add('y')\n"
+     "return {'ids': nodes.ids(), 'source': nodes.source, 'kind': Nodes.kind,"
+     " 'checks': [isinstance(nodes, list), isinstance(nodes, Nodes), issubclass(Nodes, list),"
+     " isinstance([], Nodes), isinstance(Pair(('a', 1)), tuple), isinstance(tags, set)],"
+     " 'label': Pair(('a', 1)).label(), 'tags': sorted(tags), 'plain': list(nodes)[1:]}",
+     [{"id": "a"}, {"id": "b"}],
+     {"ids": ["b", "c", "z"], "source": "input", "kind": "nodes",
+      "checks": [True, True, True, False, True, True], "label": "a=1", "tags": ["x", "y"],
+      "plain": [{"id": "b"}, {"id": "c"}]}),
+    ("iterator-types-and-unbound-methods",
+     "e = enumerate(input_data)\nz = zip(input_data, input_data)\n"
+     "m = map(str, input_data)\nf = filter(None, input_data)\n"
+     "return {'types': [isinstance(e, enumerate), isinstance(z, zip), isinstance(m, map),"
+     " isinstance(f, filter), isinstance(e, zip)],"
+     " 'values': [list(e), list(z), list(m), list(f), list(reversed(input_data))],"
+     " 'unbound': [dict.fromkeys(['a'], 0), sorted(set.union({1}, {2}, {3})),"
+     " list.copy(input_data), str.join('-', ['a', 'b']), tuple.count((1, 1), 1)]}",
+     [0, 2],
+     {"types": [True, True, True, True, False],
+      "values": [[[0, 0], [1, 2]], [[0, 0], [2, 2]], ["0", "2"], [2], [2, 0]],
+      "unbound": [{"a": 0}, [1, 2, 3], [0, 2], "a-b", 2]}),
     ("getattr-on-data",
      "return [getattr(input_data, 'upper')(), hasattr(input_data, 'nope')]", "ab", ["AB", False]),
     ("context-and-rule-id",
@@ -120,6 +199,35 @@ def test_legitimate_policy_works(
     outcome = evaluator.evaluate(policy, input_data)
     assert outcome.ok, outcome.error
     assert outcome.result == expected
+
+
+def test_annotations_at_module_level_and_on_methods(evaluator: PolicyEvaluator) -> None:
+    source = eval_body(
+        "return self.check(input_data, LIMITS)",
+        prelude="LIMITS: dict[str, int] = {'cpu': 4}\nNAMES: list[str]\n",
+    ) + (
+        "\n    def check(self, data: dict[str, list[int]], limits: dict[str, int]) -> bool:\n"
+        "        values: list[int] = data['cpu']\n"
+        "        return isinstance(values, list) and max(values) <= limits['cpu']\n"
+    )
+    outcome = evaluator.evaluate({"code": source}, {"cpu": [1, 4]})
+    assert outcome.ok and outcome.result is True, outcome.error
+
+
+def test_a_policy_subclass_leaves_the_shared_types_alone(evaluator: PolicyEvaluator) -> None:
+    # A policy's own subclass of a builtin type may be changed like any policy class; the
+    # type every policy sees stays as it was, in this policy and in the next ones.
+    poison = eval_body(
+        "class Nodes(list):\n    pass\n"
+        "Nodes.append = None\nNodes.extra = 1\n"
+        "xs = []\nxs.append(1)\nreturn [xs, Nodes.extra, isinstance(Nodes(), list)]"
+    )
+    outcome = evaluator.evaluate({"code": poison}, {})
+    assert outcome.ok and outcome.result == [[1], 1, True], outcome.error
+    check = eval_body("xs = list()\nxs.append(2)\nreturn [xs, hasattr(list, 'extra')]")
+    for _ in range(4):  # reach both workers of the pool
+        outcome = evaluator.evaluate({"code": check}, {})
+        assert outcome.ok and outcome.result == [[2], False], outcome.error
 
 
 def test_parameters_and_settings_are_merged_over_the_defaults(evaluator: PolicyEvaluator) -> None:

@@ -21,7 +21,13 @@ import types
 from typing import Any
 
 from policy_runtime.sandbox.builtins import POLICY_BUILTINS
-from policy_runtime.sandbox.guards import GuardViolation, guarded_getattr, reset_violations
+from policy_runtime.sandbox.guards import (
+    BASE_SUBSTITUTES,
+    GuardViolation,
+    guarded_getattr,
+    policy_class_factory,
+    reset_violations,
+)
 from policy_runtime.sandbox.modules import PROXIES
 
 MAX_DEPTH = 4
@@ -67,6 +73,11 @@ def _seeds() -> dict[str, Any]:
         "decoder": json.JSONDecoder(), "encoder": json.JSONEncoder(),
         "map": map(str, [1]), "zip": zip([1]), "enumerate": enumerate([1]),
         "reversed": reversed([1]), "iterator": iter([1]), "dict_items": {}.items(),
+        # What policies make of the builtin types: generic aliases, unions, subclasses.
+        "generic_alias": POLICY_BUILTINS["list"][int],
+        "generic_dict": POLICY_BUILTINS["dict"][str, int],
+        "union": POLICY_BUILTINS["list"] | None,
+        "policy_subclass": policy_class_factory("Nodes", (POLICY_BUILTINS["list"],), {}),
     }
     seeds.update({f"sample.{k}": v for k, v in samples.items()})
     return seeds
@@ -122,6 +133,29 @@ def test_nothing_dangerous_is_reachable() -> None:
     assert len(reached) > 1000, f"the walk covered only {len(reached)} objects"
     problems = _problems(reached)
     assert not problems, "\n".join(problems[:50])
+
+
+def test_the_builtin_types_are_stand_ins_that_hide_the_real_types() -> None:
+    stand_ins = {
+        name: POLICY_BUILTINS[name]
+        for name in ("list", "tuple", "set", "frozenset", "zip", "map", "filter",
+                     "enumerate", "reversed")
+    }
+    assert {BASE_SUBSTITUTES[cls] for cls in stand_ins.values()} == {
+        getattr(builtins, name) for name in stand_ins
+    }
+    # From the builtins and the modules (not from the test's own samples, which were
+    # built with the real types), no attribute path leads to a real type behind a
+    # stand-in, nor to the stand-ins' metaclass: a policy only ever holds the stand-ins.
+    seeds = {k: v for k, v in _seeds().items() if not k.startswith("sample.")}
+    hidden = {id(getattr(builtins, name)) for name in stand_ins}
+    hidden |= {id(type(cls)) for cls in stand_ins.values()}
+    leaks = sorted(path for path, obj in _reachable(seeds).values() if id(obj) in hidden)
+    assert not leaks, leaks
+    assert "type" not in POLICY_BUILTINS and "object" not in POLICY_BUILTINS
+    # A policy class deriving from a stand-in derives from the real type.
+    subclass = policy_class_factory("Nodes", (stand_ins["list"],), {})
+    assert subclass.__bases__ == (list,) and type(subclass) is type
 
 
 def test_the_walk_finds_a_planted_escape() -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import types
 from dataclasses import dataclass
 
-from RestrictedPython import compile_restricted_exec
+from RestrictedPython import RestrictingNodeTransformer, compile_restricted_exec
 
 from policy_runtime.errors import CompileError, InvalidPolicy
 from policy_runtime.sandbox.guards import is_policy_class
@@ -25,14 +26,36 @@ _CONTRACT: tuple[tuple[str, tuple, str], ...] = (
 _OPTIONAL_MANAGEMENT = ("management", ("action", {}), "(self, action, data)")
 
 
+class PolicyTransformer(RestrictingNodeTransformer):
+    """RestrictedPython's transformer, plus annotated assignments (``x: list[int] = []``).
+
+    RestrictedPython rejects every node type it has not reviewed, AnnAssign included. An
+    annotated assignment has a single target (a name, attribute or subscript, never a
+    tuple) and otherwise is a plain assignment, so its parts go through the same checks:
+    the target's name rules and ``_write_``, the guards in the annotation and the value.
+    (Policies are compiled with postponed annotations, inherited from RestrictedPython's
+    compile module, so the annotation itself is kept as a string and never runs.)
+    """
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
+        return self.node_contents_visit(node)
+
+
 def compile_policy(source: str) -> types.CodeType:
     """Compile restricted source once; raise CompileError naming the line on failure."""
     if not isinstance(source, str) or not source.strip():
         raise CompileError("the policy code is empty")
     try:
-        result = compile_restricted_exec(source, filename=POLICY_FILENAME)
+        result = compile_restricted_exec(
+            source, filename=POLICY_FILENAME, policy=PolicyTransformer
+        )
     except (RecursionError, MemoryError):
         raise CompileError("the policy code is nested too deeply to compile") from None
+    except SyntaxError as exc:
+        # RestrictedPython reports parse errors itself, but errors that only the final
+        # compile() finds ('return' or 'break' outside their block, a repeated argument
+        # name) come through as exceptions.
+        raise CompileError(f"Line {exc.lineno}: SyntaxError: {exc.msg}", line=exc.lineno) from None
     except (ValueError, TypeError) as exc:  # e.g. NUL bytes in the source
         raise CompileError(f"the policy code cannot be compiled: {exc}") from None
     if result.errors:

@@ -130,10 +130,19 @@ _POLICY_CLASS_MARK = "__aios_policy_class__"
 _WRITABLE_TYPES = frozenset({dict, list, set, bytearray})
 
 
+# The policy-visible stand-ins of builtin types (``list``, ``tuple`` ...; see
+# ``builtins.py``) mapped to the real types: a policy class deriving from a stand-in
+# derives from the real type, as it would in plain Python.
+BASE_SUBSTITUTES: dict[type, type] = {}
+
+
 def policy_class_factory(name: str, bases: tuple, namespace: dict, **kwargs: Any) -> type:
     """``__metaclass__`` of restricted code: builds a class and marks it as policy-owned."""
     if kwargs:
         raise GuardViolation("class keyword arguments are not allowed in policies")
+    bases = tuple(
+        BASE_SUBSTITUTES.get(base, base) if isinstance(base, type) else base for base in bases
+    )
     return type(name, bases, {**namespace, _POLICY_CLASS_MARK: True})
 
 
