@@ -21,6 +21,7 @@ from policy_runtime.api.routes import (
     policies,
     system,
 )
+from policy_runtime.api.strict_json import StrictJsonMiddleware
 from policy_runtime.config import RunMode, Settings
 from policy_runtime.state import Runtime
 
@@ -85,6 +86,8 @@ def create_app(settings: Settings) -> FastAPI:
             app.include_router(router)
     app.include_router(system.router)
     install_handlers(app)
+    # Outermost last: auth, then the size limit, then the body's numbers.
+    app.add_middleware(StrictJsonMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(BearerAuthMiddleware, token=token, exempt=system.PUBLIC_PATHS)
     return app

@@ -19,7 +19,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-async def _send_json(send: Send, status: int, body: dict, headers: list | None = None) -> None:
+async def send_json(send: Send, status: int, body: dict, headers: list | None = None) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -56,7 +56,7 @@ class BearerAuthMiddleware:
         if scheme.lower() == b"bearer" and hmac.compare_digest(presented.strip(), self.token):
             await self.app(scope, receive, send)
             return
-        await _send_json(
+        await send_json(
             send,
             401,
             {"detail": "missing or invalid bearer token: send 'Authorization: Bearer <token>'"},
@@ -86,7 +86,7 @@ class BodySizeLimitMiddleware:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _send_json(send, 413, self._too_large())
+                await send_json(send, 413, self._too_large())
                 return
         received = 0
         started = False
@@ -110,4 +110,4 @@ class BodySizeLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await _send_json(send, 413, self._too_large())
+                await send_json(send, 413, self._too_large())

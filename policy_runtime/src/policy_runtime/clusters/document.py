@@ -24,7 +24,8 @@ Amount = Annotated[Union[int, float], Field(ge=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity are no JSON numbers: they would be stored and read back as null.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class GpuModel(_Strict):

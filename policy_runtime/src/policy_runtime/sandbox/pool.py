@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policy_runtime.errors import (
+    InvalidInput,
     MemoryLimit,
     PolicyError,
     Timeout,
@@ -354,6 +355,12 @@ class WorkerPool:
             ) from None
         if isinstance(exc, OSError):  # the pipe broke: the worker is gone
             return None
+        if isinstance(exc, protocol.UnencodableMessage):  # nothing reached the worker
+            self._release(worker)
+            raise InvalidInput(
+                f"the call cannot be passed to the sandbox ({exc}): send only JSON values "
+                "(finite numbers, valid UTF-8 text)"
+            ) from None
         self._replace(worker, "interrupted")  # e.g. the caller was cancelled mid-call
         raise exc
 

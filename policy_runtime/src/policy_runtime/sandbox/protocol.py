@@ -19,8 +19,16 @@ class FrameError(Exception):
     """The other side sent something that is not a valid frame."""
 
 
+class UnencodableMessage(ValueError):
+    """A message holds what JSON cannot carry (NaN, Infinity, a lone surrogate...)."""
+
+
 def encode(message: Any) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    try:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode()
+    except (ValueError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
+        raise UnencodableMessage(str(exc)) from None
 
 
 def decode(payload: bytes) -> Any:
