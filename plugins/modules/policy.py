@@ -42,10 +42,22 @@ options:
     description: The URI to remove with O(state=absent), instead of name, version and release_tag.
     type: str
   state:
-    description: Publish or remove.
+    description:
+      - Publish or remove.
+      - A removed URI is never published again, not even with the same code, so that a
+        pre-check map cannot silently run different code under the same URI; publish a
+        new version instead.
     type: str
     choices: [present, absent]
     default: present
+  force:
+    description:
+      - With O(state=absent), also remove a policy that clusters' pre-check maps or
+        stability checkers still use; the removal is recorded in those clusters' decision
+        logs, and their governed actions are denied until the maps point at another policy.
+      - Without it, removing such a policy fails and names the clusters and actions using it.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - aios.platform.api
 author:
@@ -155,7 +167,8 @@ def absent(module, api):
     if status == 404:
         return False, uri
     if not module.check_mode:
-        api.request("DELETE", "/policies/%s" % path_segment(uri), ok=(204, 404))
+        query = "?force=true" if module.params["force"] else ""
+        api.request("DELETE", "/policies/%s%s" % (path_segment(uri), query), ok=(204, 404))
     return True, uri
 
 
@@ -170,6 +183,7 @@ def main():
         parameters=dict(type="dict"),
         policy_rule_uri=dict(type="str"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
+        force=dict(type="bool", default=False),
     )
     spec.update(API_ARGUMENT_SPEC)
     module = AnsibleModule(

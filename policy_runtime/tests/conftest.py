@@ -68,14 +68,20 @@ class RuntimeServer:
             **env,
         }
         self.proc: subprocess.Popen | None = None
+        # More ``serve`` arguments (e.g. --embedded-db DIR), and whether the server leads a
+        # process group of its own (which a test may then kill as a whole).
+        self.args: list[str] = []
+        self.own_process_group = False
 
     def start(self) -> RuntimeServer:
         log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "policy_runtime", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "policy_runtime", "serve", "--port", str(self.port),
+             *self.args],
             env=self._env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=self.own_process_group,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

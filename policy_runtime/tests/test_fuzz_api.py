@@ -84,6 +84,12 @@ def test_parseable_but_deep_documents_are_refused_naming_the_field(api: httpx.Cl
     published = api.post("/policies", json={"name": "deep", "version": "v1", "code": "x",
                                             "policy_parameters": deep})
     assert published.status_code == 422
-    assert published.json()["detail"][0]["loc"] == ["body", "policy_parameters"]
+    assert published.json()["detail"][0]["loc"][:3] == ["body", "policy_parameters", "a"]
+    assert "nested deeper than 100 levels" in published.text
     queried = api.post("/clusters/query", json={"filter": deep})
+    assert queried.status_code == 422 and "nested deeper than 100 levels" in queried.text
+    shallower: dict = {}
+    for _ in range(40):
+        shallower = {"a": shallower}
+    queried = api.post("/clusters/query", json={"filter": shallower})
     assert queried.status_code == 400 and "nested deeper than 32 levels" in queried.text

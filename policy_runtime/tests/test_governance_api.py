@@ -64,18 +64,18 @@ def test_map_update_semantics_of_the_seed(api: httpx.Client, cluster: dict) -> N
 
 
 @pytest.mark.parametrize(
-    ("changes", "needle"),
+    ("changes", "status", "needle"),
     [
-        ({"add_nodes": ""}, "unknown action 'add_nodes'; valid actions: add_node"),
-        ({"add_node": "aiosv1.policies.nope:v9-x"}, "no policy is published"),
-        ({"add_node": 5}, "policy_rule_uri string"),
+        ({"add_nodes": ""}, 400, "unknown action 'add_nodes'; valid actions: add_node"),
+        ({"add_node": "aiosv1.policies.nope:v9-x"}, 400, "no policy is published"),
+        ({"add_node": 5}, 422, "add_node: the entry is int 5; give a policy URI string"),
     ],
 )
 def test_map_refusals_change_nothing(
-    api: httpx.Client, cluster: dict, changes: dict, needle: str
+    api: httpx.Client, cluster: dict, changes: dict, status: int, needle: str
 ) -> None:
     response = set_map(api, cluster["id"], changes)
-    assert response.status_code == 400 and needle in response.json()["detail"]
+    assert response.status_code == status and needle in response.json()["detail"]
     assert api.get(f"/clusters/{cluster['id']}").json() == cluster
 
 
@@ -130,7 +130,7 @@ def test_failures_deny(api: httpx.Client, cluster: dict, body: str, needle: str)
 def test_a_deleted_policy_denies(api: httpx.Client, cluster: dict) -> None:
     uri = publish_code(api, "return {'allowed': True}")
     set_map(api, cluster["id"], {"add_block": uri})
-    assert api.delete(f"/policies/{uri}").status_code == 204
+    assert api.delete(f"/policies/{uri}", params={"force": "true"}).status_code == 204
     decision = pre_check(api, cluster["id"], "add_block", {})
     assert decision["allowed"] is False and "not published" in decision["reason"]
 
@@ -141,8 +141,8 @@ def test_enforcement_modes_let_denials_through(
 ) -> None:
     uri = publish_code(api, "return {'allowed': False, 'reason': 'no'}")
     set_map(api, cluster["id"], {"remove_node": uri})
-    api.put(f"/clusters/{cluster['id']}",
-            json={"$set": {"config.actionsEnforcement": {"remove_node": mode}}})
+    api.post("/pre-check-policies/enforcement", params={"cluster_id": cluster["id"]},
+             json={"remove_node": mode})
     decision = pre_check(api, cluster["id"], "remove_node", {"node_id": "n"})
     assert decision["allowed"] is True and decision["policy_allowed"] is False
     assert decision["enforcement"] == mode and decision["reason"] == "no"

@@ -5,20 +5,17 @@ from __future__ import annotations
 import copy
 import json
 import secrets
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import REPO_ROOT, SEED_CLUSTER, RuntimeServer
+from kube_stub import KubeStub
 from test_governance_api import publish_example
 from test_stability import mgmt
 
 from policy_runtime.embedded_db import EmbeddedDatabase
 from policy_runtime.governance.nodes_source import node_entries, quantity
-
-sys.path.insert(0, str(REPO_ROOT / "tests" / "integration"))
-from fake_kube_api import FakeKubernetes
 
 NODES = yaml.safe_load((REPO_ROOT / "tests/unit/fixtures/nodes_good.yml").read_text())["items"]
 
@@ -61,9 +58,7 @@ def test_entries_from_nodes_and_metrics() -> None:
 
 
 def test_controller_reads_live_nodes(embedded_db: EmbeddedDatabase, tmp_path: Path) -> None:
-    fake = FakeKubernetes().start()
-    for obj in nodes_with_trouble() + USAGE:
-        fake.add(obj)
+    fake = KubeStub(nodes_with_trouble() + USAGE).start()
     cluster_id = f"live-{secrets.token_hex(4)}"
     server = RuntimeServer(
         embedded_db.uri, secrets.token_urlsafe(16), tmp_path / "log",

@@ -1,5 +1,6 @@
-"""NaN and Infinity are not JSON: every route refuses them with a 422 naming the field,
-nothing is stored, and no sandbox worker dies over them."""
+"""Values the service cannot store or carry — NaN and Infinity (not JSON), lone
+surrogates, integers beyond 64 bits, bodies nested too deep — are refused on every route
+with a 422 naming the field: nothing is stored, no 500, and no sandbox worker dies."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from conftest import seed_cluster
 from policy_sources import ALLOW_ALL
 from test_api import published
 
-from policy_runtime.api.strict_json import non_finite_number
+from policy_runtime.api.strict_json import MAX_DEPTH, unstorable_value
 from policy_runtime.errors import InvalidInput
 from policy_runtime.sandbox.pool import PolicyCall, WorkerPool
 
@@ -90,16 +91,42 @@ def test_the_words_inside_strings_are_fine(api: httpx.Client) -> None:
     assert api.get(f"/clusters/{cluster_id}").json()["tags"] == ["NaN", "Infinity", "-Infinity"]
 
 
-@pytest.mark.parametrize(("body", "expected"), [
-    (b'{"a": 1}', None),
-    (b'{"a": "NaN"}', None),
-    (b'{"a": [{"b": NaN}]}', (["a", 0, "b"], "NaN")),
-    (b'[Infinity]', ([0], "Infinity")),
-    (b'{"a": -Infinity}', (["a"], "-Infinity")),
-    (b'not json NaN', None),
+@pytest.mark.parametrize(("body", "path", "needle"), [
+    (b'{"a": 1, "id": "12345678901234567890", "b": [[{}]]}', None, None),
+    (b'{"a": "NaN", "b": "\\ud83d\\ude00"}', None, None),
+    (b'{"a": [{"b": NaN}]}', ["a", 0, "b"], "NaN is not a JSON number"),
+    (b'[Infinity]', [0], "Infinity is not a JSON number"),
+    (b'{"a": -Infinity}', ["a"], "-Infinity is not"),
+    (b'{"a": ["x", "\\ud800"]}', ["a", 1], "lone UTF-16 surrogate"),
+    (b'{"\\udfff": 1}', ["?"], "lone UTF-16 surrogate"),
+    (b'{"n": 9223372036854775808}', ["n"], "64 bits"),
+    (b'{"n": -9223372036854775809}', ["n"], "64 bits"),
+    (b'{"n": 9223372036854775807, "m": -9223372036854775808}', None, None),
+    (b'{"a": ' + b'[' * 120 + b']' * 120 + b'}', ["a"] + [0] * (MAX_DEPTH - 1), "nested deeper"),
+    (b'{"a": ' + b'[' * 90 + b']' * 90 + b'}', None, None),
+    (b'not json NaN', None, None),
 ])
-def test_finding_the_field(body: bytes, expected: object) -> None:
-    assert non_finite_number(body) == expected
+def test_finding_the_field(body: bytes, path: object, needle: str | None) -> None:
+    found = unstorable_value(body)
+    if needle is None:
+        assert found is None
+    else:
+        assert found is not None and found[0] == path and needle in found[1], found
+
+
+@pytest.mark.parametrize(("method", "path", "text", "loc"), [
+    ("POST", "/clusters/query", '{"id": "\\ud800"}', ["body", "id"]),
+    ("POST", "/clusters/query", '{"vcpus.count": {"$gt": 99999999999999999999}}',
+     ["body", "vcpus.count", "$gt"]),
+    ("POST", "/clusters/query", '{"$and": ' + "[{" * 60 + "}]" * 60 + "}", None),
+    ("POST", "/policies", '{"name": "x\\udc00", "version": "v1", "code": ""}', ["body", "name"]),
+])
+def test_other_routes_refuse_unstorable_values(api: httpx.Client, method: str, path: str,
+                                               text: str, loc: list | None) -> None:
+    response = post_raw(api, method, path, text)
+    assert response.status_code == 422, response.text
+    if loc is not None:
+        assert response.json()["detail"][0]["loc"] == loc
 
 
 def test_the_pool_refuses_what_cannot_reach_a_worker(pool: WorkerPool) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 
+import httpx
 from conftest import run_collection_module
 from render_site import REPO
 
@@ -42,3 +44,30 @@ def test_compile_errors_name_the_line(runtime, tmp_path: Path) -> None:
                                             "api_url": url, "api_token": token})
     assert result["failed"] is True
     assert "CompileError" in result["msg"] and "Line 2" in result["msg"]
+
+
+def test_a_policy_in_use_is_removed_only_with_force(runtime) -> None:
+    """A pre-check map uses the policy: removal fails naming the cluster and action, force
+    removes it, and the removed URI is never published again."""
+    url, token = runtime
+    api = {"api_url": url, "api_token": token}
+    name = f"aiosv1.policies.test.inuse-{secrets.token_hex(3)}"
+    uri = run_collection_module(MODULE, {"path": str(EXAMPLE), "name": name, **api})[
+        "policy_rule_uri"]
+    cluster_id = f"inuse-{secrets.token_hex(3)}"
+    document = json.loads((REPO / "policies" / "clusters" / "cluster-west-vision-001.json")
+                          .read_text())
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.post(f"{url}/clusters", json={**document, "id": cluster_id},
+                      headers=headers).status_code == 201
+    mapped = httpx.post(f"{url}/pre-check-policies/update", headers=headers,
+                        params={"cluster_id": cluster_id}, json={"add_node": uri})
+    assert mapped.status_code == 200, mapped.text
+
+    refused = run_collection_module(MODULE, {"state": "absent", "policy_rule_uri": uri, **api})
+    assert refused["failed"] is True and cluster_id in refused["msg"], refused
+    forced = run_collection_module(MODULE, {"state": "absent", "policy_rule_uri": uri,
+                                            "force": True, **api})
+    assert forced["changed"] is True, forced
+    again = run_collection_module(MODULE, {"path": str(EXAMPLE), "name": name, **api})
+    assert again["failed"] is True and "never" in again["msg"], again

@@ -36,6 +36,17 @@ class Settings(BaseSettings):
         "mongodb://127.0.0.1:27017/?directConnection=true", description="MongoDB connection URI"
     )
     db_name: str = Field("aios", description="database holding the runtime's collections")
+    # Writes always wait for the journal of a majority (w: majority, j: true); no setting
+    # or URI option weakens that (store/database.py).
+    db_timeout_seconds: float = Field(
+        10.0, gt=0, le=300,
+        description="time limit of any database operation, sent to the server as maxTimeMS",
+    )
+    query_timeout_seconds: float = Field(
+        5.0, gt=0, le=300,
+        description="server-side time limit (maxTimeMS) of a client's cluster query; "
+        "a query that runs longer answers 504",
+    )
     cluster_id: str = Field(
         "", max_length=128, description="the controller's own cluster (default for cluster_id)"
     )
@@ -93,6 +104,24 @@ class Settings(BaseSettings):
     access_log: bool = Field(True, description="log every HTTP request")
     git_commit: str = Field("", description="reported by /version (set at image build)")
     build_date: str = Field("", description="reported by /version (set at image build)")
+    # Hostile requests (issue 28): bounds on schema validation and on HTTP connections.
+    schema_timeout_seconds: float = Field(
+        2.0, gt=0, le=60,
+        description="time limit of one JSON Schema validation (input, parameters, settings, "
+        "result); beyond it the decision fails with InvalidInput",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, le=16 * 1024 * 1024,
+        description="largest request head (request line and headers); 431 beyond",
+    )
+    max_headers: int = Field(
+        100, ge=10, le=10_000, description="most header fields in one request; 431 beyond"
+    )
+    request_read_timeout_seconds: float = Field(
+        10.0, gt=0, le=3600,
+        description="time a client has to send a whole request (head and body) once it "
+        "started one, and to start its first; the connection is closed after it",
+    )
 
     @field_validator("run_modes", mode="before")
     @classmethod
@@ -108,6 +137,7 @@ class Settings(BaseSettings):
             max_timeout_seconds=self.max_timeout_seconds,
             default_memory_mb=min(self.default_memory_mb, self.max_memory_mb),
             max_memory_mb=self.max_memory_mb,
+            schema_timeout_seconds=self.schema_timeout_seconds,
         )
 
     def resolve_token(self) -> str | None:

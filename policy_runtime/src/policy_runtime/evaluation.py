@@ -5,7 +5,9 @@ Shared by the CLI and the HTTP API so that a policy behaves the same everywhere.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,8 @@ class LimitsConfig:
     max_timeout_seconds: float = 30.0
     default_memory_mb: int = 256
     max_memory_mb: int = 1024
+    # time limit of one JSON Schema validation (input, parameters, settings or result)
+    schema_timeout_seconds: float = schemas.DEFAULT_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,13 @@ def _failed(error: PolicyRuntimeError, started: float) -> Outcome:
     return Outcome(ok=False, error=error.to_dict(), duration_ms=_since(started))
 
 
-def _checked(policy: dict, result: Any, started: float) -> Outcome:
-    """A successful result, once it matches the policy's output schema."""
-    schemas.validate(policy.get("policy_output_schema"), result, what="result", output=True)
-    return Outcome(ok=True, result=result, duration_ms=_since(started))
+# Schema validation is CPU-bound (bounded by LimitsConfig.schema_timeout_seconds); the
+# service runs it in these threads so that the event loop keeps answering meanwhile.
+_SCHEMA_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="schema")
+
+
+def _has_schemas(policy: dict) -> bool:
+    return any(policy.get(name) for name in schemas.SCHEMA_FIELDS)
 
 
 def _positive(settings: dict, key: str, default: float) -> float:
@@ -94,12 +101,23 @@ class PolicyEvaluator:
     def _call(self, policy: dict, op: str, settings: dict, parameters: dict, **extra: Any) -> Any:
         return self.pool.call(self._request(policy, op, settings, parameters, **extra))
 
+    def _validate(self, schema: dict | None, value: Any, what: str, output: bool = False):
+        schemas.validate(
+            schema, value, what=what, output=output,
+            timeout=self.limits.schema_timeout_seconds,
+        )
+
+    def _checked(self, policy: dict, result: Any, started: float) -> Outcome:
+        """A successful result, once it matches the policy's output schema."""
+        self._validate(policy.get("policy_output_schema"), result, "result", output=True)
+        return Outcome(ok=True, result=result, duration_ms=_since(started))
+
     def _prepare(self, policy: dict, parameters: dict | None, settings: dict | None) -> tuple:
         merged_settings = {**(policy.get("policy_settings") or {}), **(settings or {})}
         merged_parameters = {**(policy.get("policy_parameters") or {}), **(parameters or {})}
-        schemas.validate(policy.get("policy_settings_schema"), merged_settings, what="settings")
-        schemas.validate(
-            policy.get("policy_parameters_schema"), merged_parameters, what="parameters"
+        self._validate(policy.get("policy_settings_schema"), merged_settings, "settings")
+        self._validate(
+            policy.get("policy_parameters_schema"), merged_parameters, "parameters"
         )
         return merged_settings, merged_parameters
 
@@ -109,7 +127,7 @@ class PolicyEvaluator:
     ) -> PolicyCall:
         """Merge and validate everything an ``eval`` needs; raises InvalidInput."""
         merged_settings, merged_parameters = self._prepare(policy, parameters, settings)
-        schemas.validate(policy.get("policy_input_schema"), input_data, what="input_data")
+        self._validate(policy.get("policy_input_schema"), input_data, "input_data")
         return self._request(
             policy,
             "eval",
@@ -132,7 +150,7 @@ class PolicyEvaluator:
         started = time.perf_counter()
         try:
             call = self._eval_request(policy, input_data, parameters, settings, context)
-            return _checked(policy, self.pool.call(call), started)
+            return self._checked(policy, self.pool.call(call), started)
         except PolicyRuntimeError as exc:
             return _failed(exc, started)
 
@@ -145,11 +163,22 @@ class PolicyEvaluator:
         settings: dict | None = None,
         context: dict | None = None,
     ) -> Outcome:
-        """evaluate() for an event loop (the HTTP service)."""
+        """evaluate() for an event loop (the HTTP service): schema validation, when the
+        policy declares schemas, runs in a worker thread rather than on the loop."""
         started = time.perf_counter()
         try:
-            call = self._eval_request(policy, input_data, parameters, settings, context)
-            return _checked(policy, await self.pool.acall(call), started)
+            if not _has_schemas(policy):
+                call = self._eval_request(policy, input_data, parameters, settings, context)
+                return self._checked(policy, await self.pool.acall(call), started)
+            loop = asyncio.get_running_loop()
+            call = await loop.run_in_executor(
+                _SCHEMA_THREADS, self._eval_request, policy, input_data, parameters, settings,
+                context,
+            )
+            result = await self.pool.acall(call)
+            return await loop.run_in_executor(
+                _SCHEMA_THREADS, self._checked, policy, result, started
+            )
         except PolicyRuntimeError as exc:
             return _failed(exc, started)
 

@@ -1,5 +1,10 @@
 """JSON Schema validation around evaluations, accepting upstream AIOS's schema templates.
 
+Validation is bounded: patterns (``pattern``, ``patternProperties``) are matched by RE2
+in linear time and refused at publish when they cannot be, ``uniqueItems`` is checked in
+linear time, and one validation stops with InvalidInput after ``timeout`` seconds.
+Validation is CPU-bound: the HTTP service runs it off the event loop.
+
 Upstream AIOS policy documents often describe fields as a flat template
 (``{"ip": {"type": "string", "pattern": ...}}``) rather than JSON Schema; such a
 template is converted to the equivalent object schema so that existing documents keep
@@ -10,12 +15,20 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import SchemaError, ValidationError
+from referencing.exceptions import Unresolvable
 
 from policy_runtime.errors import InvalidInput, InvalidOutput, InvalidPolicy
+from policy_runtime.regex_safety import UnsafePattern, compile_linear
+
+DEFAULT_TIMEOUT_SECONDS = 2.0
+_MESSAGE_CHARS = 300
 
 _SCHEMA_KEYWORDS = frozenset(
     {
@@ -70,33 +83,206 @@ def to_json_schema(schema: dict) -> dict:
     return schema
 
 
+def _patterns(schema: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """Every regular expression of a schema: ``pattern`` values, ``patternProperties`` keys."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "pattern" and isinstance(value, str):
+                yield f"{where}.pattern", value
+            elif key == "patternProperties" and isinstance(value, dict):
+                for pattern in value:
+                    yield f"{where}.patternProperties", pattern
+            yield from _patterns(value, f"{where}.{key}")
+    elif isinstance(schema, list):
+        for index, item in enumerate(schema):
+            yield from _patterns(item, f"{where}[{index}]")
+
+
 def check_schemas(document: dict) -> None:
-    """Raise InvalidPolicy if any declared schema is not a valid JSON Schema."""
+    """Raise InvalidPolicy if any declared schema is not a valid JSON Schema, or uses a
+    pattern that cannot be matched in linear time."""
     for name in SCHEMA_FIELDS:
         schema = document.get(name)
         if not schema:
             continue
         if not isinstance(schema, dict):
             raise InvalidPolicy(f"{name} must be a JSON object (a JSON Schema)")
+        converted = to_json_schema(schema)
         try:
-            Draft202012Validator.check_schema(to_json_schema(schema))
+            Draft202012Validator.check_schema(converted)
         except SchemaError as exc:
             raise InvalidPolicy(f"{name} is not a valid JSON Schema: {exc.message}") from None
+        except RecursionError:
+            raise InvalidPolicy(f"{name} is nested too deeply") from None
+        patterns = list(_patterns(converted, name))
+        for where, pattern in patterns:
+            try:
+                compile_linear(pattern)
+            except UnsafePattern as exc:
+                raise InvalidPolicy(f"{where}: {exc}") from None
+        keyed = any(where.endswith(".patternProperties") for where, _ in patterns)
+        if keyed and '"unevaluatedProperties"' in json.dumps(converted):
+            # jsonschema matches patternProperties for unevaluatedProperties with Python's
+            # backtracking re, outside the keywords matched by RE2 here
+            raise InvalidPolicy(
+                f"{name}: unevaluatedProperties cannot be combined with patternProperties; "
+                "use additionalProperties"
+            )
+
+
+# -- bounded validation ----------------------------------------------------------------
+class _Deadline(threading.local):
+    at = float("inf")
+
+
+_deadline = _Deadline()
+
+
+class _TooSlow(Exception):
+    pass
+
+
+Keyword = Callable[[Any, Any, Any, dict], Any]
+
+
+def _timed(keyword: Keyword) -> Keyword:
+    """The keyword, refusing to start after the current validation's deadline."""
+
+    def bounded(validator: Any, value: Any, instance: Any, schema: dict) -> Any:
+        if time.monotonic() > _deadline.at:
+            raise _TooSlow
+        return keyword(validator, value, instance, schema)
+
+    return bounded
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: dict) -> Iterator:
+    if validator.is_type(instance, "string") and not compile_linear(pattern).search(instance):
+        yield ValidationError(f"{_short(instance)} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: dict, instance: Any, schema: dict) -> Iterator:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        regex = compile_linear(pattern)
+        for key, value in instance.items():
+            if regex.search(key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional(instance: dict, schema: dict) -> list[str]:
+    properties = schema.get("properties", {})
+    regexes = [compile_linear(pattern) for pattern in schema.get("patternProperties", {})]
+    return [
+        key for key in instance
+        if key not in properties and not any(regex.search(key) for regex in regexes)
+    ]
+
+
+def _additional_properties(validator: Any, allowed: Any, instance: Any, schema: dict) -> Iterator:
+    if not validator.is_type(instance, "object"):
+        return
+    extras = _additional(instance, schema)
+    if validator.is_type(allowed, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], allowed, path=extra)
+    elif not allowed and extras:
+        names = ", ".join(_short(extra) for extra in sorted(extras)[:10])
+        more = f" and {len(extras) - 10} more" if len(extras) > 10 else ""
+        yield ValidationError(f"additional properties are not allowed ({names}{more})")
+
+
+def _key(value: Any) -> Any:
+    """A hashable key equal for JSON-equal values (1 == 1.0, but true != 1)."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, (int, float)):
+        return ("n", value)
+    if isinstance(value, str):
+        return ("s", value)
+    if isinstance(value, list):
+        return ("l", tuple(_key(item) for item in value))
+    if isinstance(value, dict):
+        return ("d", frozenset((key, _key(item)) for key, item in value.items()))
+    if value is None:
+        return ("z",)
+    return ("o", id(value))
+
+
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: dict) -> Iterator:
+    """uniqueItems in linear time (jsonschema compares unsortable items pairwise)."""
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    seen: dict[Any, int] = {}
+    for index, item in enumerate(instance):
+        first = seen.setdefault(_key(item), index)
+        if first != index:
+            yield ValidationError(f"has non-unique elements: [{index}] equals [{first}]")
+            return
+
+
+_OVERRIDES: dict[str, Keyword] = {
+    "pattern": _pattern,
+    "patternProperties": _pattern_properties,
+    "additionalProperties": _additional_properties,
+    "uniqueItems": _unique_items,
+}
+_BoundedValidator = validators.extend(
+    Draft202012Validator,
+    {
+        name: _timed(_OVERRIDES.get(name, keyword))
+        for name, keyword in {**Draft202012Validator.VALIDATORS, **_OVERRIDES}.items()
+    },
+)
 
 
 @functools.lru_cache(maxsize=512)
-def _validator(schema_json: str) -> Draft202012Validator:
-    return Draft202012Validator(to_json_schema(json.loads(schema_json)))
+def _validator(schema_json: str) -> Any:
+    return _BoundedValidator(to_json_schema(json.loads(schema_json)))
 
 
-def validate(schema: dict | None, value: Any, *, what: str, output: bool = False) -> None:
-    """Raise InvalidInput (or InvalidOutput) naming the first offending path in ``value``."""
+def validate(
+    schema: dict | None,
+    value: Any,
+    *,
+    what: str,
+    output: bool = False,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+) -> None:
+    """Raise InvalidInput (or InvalidOutput) naming the first offending path in ``value``.
+
+    Stops with the same error after ``timeout`` seconds of validation.
+    """
     if not schema:
         return
+    failure = InvalidOutput if output else InvalidInput
     validator = _validator(json.dumps(schema, sort_keys=True))
-    error = next(iter(validator.iter_errors(value)), None)
+    _deadline.at = time.monotonic() + timeout
+    try:
+        error = next(iter(validator.iter_errors(value)), None)
+    except _TooSlow:
+        raise failure(
+            f"{what}: validation against the policy's schema took longer than {timeout:g} s "
+            "(AIOS_SCHEMA_TIMEOUT_SECONDS); simplify the schema or send less data"
+        ) from None
+    except UnsafePattern as exc:
+        raise InvalidPolicy(f"the schema of {what}: {exc}") from None
+    except Unresolvable as exc:
+        raise InvalidPolicy(f"the schema of {what} has an unresolvable $ref: {exc}") from None
+    except RecursionError:
+        raise failure(f"{what} is nested too deeply to validate") from None
+    finally:
+        _deadline.at = float("inf")
     if error is None:
         return
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    message = f"{what}{path}: {error.message}"
-    raise (InvalidOutput if output else InvalidInput)(message)
+    message = error.message
+    if len(message) > _MESSAGE_CHARS:
+        message = f"{message[:_MESSAGE_CHARS]}..."
+    raise failure(f"{what}{path}: {message}")

@@ -10,9 +10,10 @@ from typing import Any
 
 from policy_runtime import package, schemas
 from policy_runtime.evaluation import Outcome, PolicyEvaluator
+from policy_runtime.governance.decisions import DecisionLog
 from policy_runtime.metrics import RuntimeMetrics
 from policy_runtime.models import EvalRequest, PolicyCreate
-from policy_runtime.store.policies import PolicyStore
+from policy_runtime.store.policies import PolicyReferenced, PolicyStore
 
 _URL = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://\S*\s*$")
 
@@ -105,11 +106,31 @@ class PolicyService:
                 self._cache[uri] = (now + self.cache_seconds, document)
         return document
 
-    def delete(self, uri: str) -> None:
+    def delete(self, uri: str, *, force: bool = False) -> list[dict[str, str]]:
+        """Delete (tombstone) a policy; the clusters that ran it are returned.
+
+        A policy that clusters' maps or stability checkers reference is refused
+        (PolicyReferenced, naming them) unless ``force``; a forced deletion is recorded in
+        the decision log of each of those clusters and actions.
+        """
+        existing = self.store.get(uri)
+        if existing is None:
+            raise PolicyNotFound(f"no policy is published as {uri!r}")
+        references = self.store.references(uri)
+        if references and not force:
+            raise PolicyReferenced(uri, references)
         with self._lock:
             self._cache.pop(uri, None)
-        if not self.store.delete(uri):
+        if not self.store.delete(uri, force=force, references=references):
             raise PolicyNotFound(f"no policy is published as {uri!r}")
+        log = DecisionLog(self.store.db)
+        for reference in references:
+            log.record_event(
+                cluster_id=reference["cluster_id"], action=reference["action"],
+                event="policy_deleted", policy_rule_uri=uri,
+                code_sha256=existing.get("code_sha256", ""), forced=True,
+            )
+        return references
 
     # -- deciding ----------------------------------------------------------------------
     async def evaluate(self, uri: str, request: EvalRequest) -> Outcome:

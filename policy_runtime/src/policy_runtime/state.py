@@ -53,7 +53,7 @@ class Runtime:
 
     @classmethod
     def start(cls, settings: Settings) -> Runtime:
-        client = database.connect(settings.mongo_uri)
+        client = database.connect(settings.mongo_uri, settings.db_timeout_seconds)
         db = client[settings.db_name]
         runtime = cls(settings, client, RuntimeMetrics())
         runtime.remote_token = (
@@ -63,7 +63,7 @@ class Runtime:
         modes = set(settings.run_modes)
         # The controller governs clusters with policies: it needs both stores.
         if modes & {RunMode.CLUSTERS, RunMode.CONTROLLER}:
-            runtime.clusters = ClusterStore(db)
+            runtime.clusters = ClusterStore(db, settings.query_timeout_seconds)
             _ensure_indexes(runtime.clusters.ensure_indexes)
         if modes & {RunMode.POLICIES, RunMode.CONTROLLER}:
             store = PolicyStore(db)

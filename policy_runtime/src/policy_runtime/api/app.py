@@ -22,6 +22,7 @@ from policy_runtime.api.routes import (
     system,
 )
 from policy_runtime.api.strict_json import StrictJsonMiddleware
+from policy_runtime.api.unexpected_errors import UnexpectedErrorMiddleware
 from policy_runtime.config import RunMode, Settings
 from policy_runtime.state import Runtime
 
@@ -86,8 +87,9 @@ def create_app(settings: Settings) -> FastAPI:
             app.include_router(router)
     app.include_router(system.router)
     install_handlers(app)
-    # Outermost last: auth, then the size limit, then the body's numbers.
+    # Outermost last: unexpected errors, auth, the size limit, then the body's values.
     app.add_middleware(StrictJsonMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(BearerAuthMiddleware, token=token, exempt=system.PUBLIC_PATHS)
+    app.add_middleware(UnexpectedErrorMiddleware)
     return app

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from bson.errors import InvalidDocument
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
-from pymongo.errors import PyMongoError
+from pymongo.errors import ExecutionTimeout, OperationFailure, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from policy_runtime.clusters.operators import OperatorError
-from policy_runtime.clusters.store import ClusterConflict, ClusterNotFound, InvalidCluster
+from policy_runtime.clusters.operators import OperatorError, RegexRefused
+from policy_runtime.clusters.store import (
+    ClusterConflict,
+    ClusterNotFound,
+    InvalidCluster,
+    QueryTimeout,
+)
 from policy_runtime.errors import PolicyRuntimeError, Timeout
 from policy_runtime.executors.client import RemoteExecutionError
 from policy_runtime.executors.registry import (
@@ -42,7 +48,9 @@ ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (ClusterNotFound, 404),
     (ClusterConflict, 409),
     (InvalidCluster, 422),
+    (RegexRefused, 422),
     (OperatorError, 400),
+    (QueryTimeout, 504),
     (PolicyNotFound, 404),
     (PolicyConflict, 409),
     (RequestTooLarge, 413),
@@ -53,11 +61,33 @@ ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (PolicyRuntimeError, 422),
     (PoolBusy, 503),
     (PoolClosed, 503),
+    (ExecutionTimeout, 504),
+    (InvalidDocument, 422),
     (PyMongoError, 503),
 )
 
+# Codes with which the database refuses a request itself (a filter, a projection, a
+# regex it cannot use): the client's mistake, a 400 naming it, not "unavailable".
+_BAD_REQUEST_CODES = frozenset({
+    2,  # BadValue, e.g. "$and argument must be a non-empty array", "$size: -1"
+    9,  # FailedToParse
+    14,  # TypeMismatch
+    22,  # InvalidBSON
+    31253, 31254,  # projection: mixed inclusion and exclusion
+    40352, 40353,  # FieldPath: empty, or starting with "$"
+    51091,  # invalid regular expression
+    51246,  # positional projection without a matching query field
+})
+
+
+def _refused_by_database(exc: BaseException) -> bool:
+    return (isinstance(exc, OperationFailure) and not isinstance(exc, ExecutionTimeout)
+            and exc.code in _BAD_REQUEST_CODES)
+
 
 def status_for(exc: BaseException) -> int:
+    if _refused_by_database(exc):
+        return 400
     for cls, status in ERROR_STATUS:
         if isinstance(exc, cls):
             return status
@@ -65,6 +95,13 @@ def status_for(exc: BaseException) -> int:
 
 
 def message_for(exc: BaseException) -> str:
+    if _refused_by_database(exc):
+        reason = (exc.details or {}).get("errmsg") or str(exc)
+        return f"the database refused the request: {str(reason)[:300]}"
+    if isinstance(exc, ExecutionTimeout):
+        return "the query ran past its time limit and was stopped: narrow the filter"
+    if isinstance(exc, InvalidDocument):
+        return f"the document cannot be stored: {str(exc)[:300]}"
     if isinstance(exc, PyMongoError):
         return "the database is unavailable; retry shortly"
     return str(exc)

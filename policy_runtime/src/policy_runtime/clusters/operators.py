@@ -3,14 +3,18 @@
 Query filters and update documents come straight from API clients and go to MongoDB, so
 every ``$``-name at any depth must be on an allow-list: no server-side JavaScript
 (``$where``, ``$function``, ``$accumulator``), no aggregation expressions (``$expr``), no
-``$jsonSchema``; ``$regex`` patterns are length-capped. Field names never start with
-``$`` and never contain empty path segments. Violations raise OperatorError naming the
-operator and where it was found.
+``$jsonSchema``; ``$regex`` patterns only if they run in linear time (safe_regex.py), at
+most MAX_REGEXES of them per filter, never inside ``$in``/``$nin``/``$all`` and never as
+BSON regular expressions. Field names never start with ``$`` and never contain empty path
+segments. Violations raise OperatorError (RegexRefused for patterns) naming the operator
+and where it was found.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from policy_runtime.clusters.safe_regex import MAX_PATTERN_LENGTH, UnsafeRegex, check_regex
 
 QUERY_OPERATORS = frozenset({
     # comparison
@@ -30,8 +34,10 @@ UPDATE_OPERATORS = frozenset({
 })
 # Modifiers allowed inside $push / $addToSet values.
 PUSH_MODIFIERS = frozenset({"$each", "$position", "$slice", "$sort"})
-MAX_REGEX_LENGTH = 256
-REGEX_OPTIONS = frozenset("imsx")
+MAX_REGEX_LENGTH = MAX_PATTERN_LENGTH
+MAX_REGEXES = 8
+# Operators whose list holds values to compare, where a {$regex: ...} is no pattern.
+_VALUE_LISTS = frozenset({"$in", "$nin", "$all"})
 MAX_DEPTH = 32
 # BSON stores integers in 64 bits; larger ones cannot be stored or compared.
 _INT64 = (-(2**63), 2**63 - 1)
@@ -39,6 +45,10 @@ _INT64 = (-(2**63), 2**63 - 1)
 
 class OperatorError(ValueError):
     """A filter or update uses something outside the allow-list."""
+
+
+class RegexRefused(OperatorError):
+    """A ``$regex`` that could keep the database busy (or is no regex the filter can use)."""
 
 
 def _check_scalar(value: Any, where: str) -> None:
@@ -55,11 +65,25 @@ def _check_field(name: str, where: str) -> None:
 
 def check_filter(value: Any, where: str = "filter", depth: int = 0) -> None:
     """Raise OperatorError unless ``value`` uses only allowed query operators."""
+    _check_filter(value, where, depth)
+    if depth == 0 and (count := _count_regexes(value)) > MAX_REGEXES:
+        raise RegexRefused(f"{where}: {count} $regex conditions; the limit is {MAX_REGEXES}")
+
+
+def _count_regexes(value: Any) -> int:
+    if isinstance(value, list):
+        return sum(_count_regexes(item) for item in value)
+    if isinstance(value, dict):
+        return sum((key == "$regex") + _count_regexes(item) for key, item in value.items())
+    return 0
+
+
+def _check_filter(value: Any, where: str, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise OperatorError(f"{where}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, list):
         for index, item in enumerate(value):
-            check_filter(item, f"{where}[{index}]", depth + 1)
+            _check_filter(item, f"{where}[{index}]", depth + 1)
         return
     if not isinstance(value, dict):
         _check_scalar(value, where)
@@ -67,28 +91,39 @@ def check_filter(value: Any, where: str = "filter", depth: int = 0) -> None:
     for key, item in value.items():
         if not isinstance(key, str):
             raise OperatorError(f"{where}: keys must be strings")
+        if key in ("$regex", "$options", "$regularExpression"):
+            _check_regex(value, key, f"{where}.{key}")
+        if key in _VALUE_LISTS and isinstance(item, list):
+            for index, element in enumerate(item):
+                if isinstance(element, dict) and "$regex" in element:
+                    _check_regex(element, "$regex", f"{where}.{key}[{index}].$regex")
+                    raise RegexRefused(
+                        f"{where}.{key}[{index}]: $regex is not allowed inside {key}; use "
+                        "$or of {field: {$regex: ...}} instead"
+                    )
         if key.startswith("$"):
             if key not in QUERY_OPERATORS:
                 raise OperatorError(
                     f"{where}: operator {key} is not allowed; allowed: "
                     + ", ".join(sorted(QUERY_OPERATORS))
                 )
-            if key == "$regex":
-                _check_regex(item, value.get("$options", ""), f"{where}.$regex")
-            if key == "$options" and not set(str(item)) <= REGEX_OPTIONS:
-                raise OperatorError(f"{where}.$options: only i, m, s and x are allowed")
         else:
             _check_field(key, where)
-        check_filter(item, f"{where}.{key}", depth + 1)
+        _check_filter(item, f"{where}.{key}", depth + 1)
 
 
-def _check_regex(pattern: Any, options: Any, where: str) -> None:
-    if not isinstance(pattern, str):
-        raise OperatorError(f"{where}: the pattern must be a string")
-    if len(pattern) > MAX_REGEX_LENGTH:
-        raise OperatorError(
-            f"{where}: pattern of {len(pattern)} characters; the limit is {MAX_REGEX_LENGTH}"
-        )
+def _check_regex(condition: dict, key: str, where: str) -> None:
+    """``condition`` holds ``key``: $regex (with its $options), $options, or a BSON regex."""
+    if key == "$regularExpression":
+        raise RegexRefused(f"{where}: BSON regular expressions are not accepted; use "
+                           "{field: {$regex: pattern, $options: flags}}")
+    if "$regex" not in condition:
+        raise RegexRefused(f"{where}: $options needs a $regex beside it")
+    if key == "$regex":
+        try:
+            check_regex(condition["$regex"], condition.get("$options", ""))
+        except UnsafeRegex as exc:
+            raise RegexRefused(f"{where}: {exc}") from None
 
 
 def check_update(update: Any) -> None:

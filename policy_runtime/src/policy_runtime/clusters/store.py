@@ -22,10 +22,11 @@ import uuid
 import zlib
 from collections.abc import Callable
 
+import pymongo
 from pydantic import ValidationError
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import DuplicateKeyError, ExecutionTimeout, NetworkTimeout, OperationFailure
 
 from policy_runtime.clusters.document import ClusterDocument
 from policy_runtime.clusters.operators import (
@@ -34,6 +35,7 @@ from policy_runtime.clusters.operators import (
     check_filter,
     check_update,
 )
+from policy_runtime.governance.actions import refuse_governance_changes
 
 COLLECTION = "clusters"
 SCRATCH = "clusters_scratch"
@@ -57,6 +59,14 @@ class ClusterConflict(Exception):
     """A cluster with this id exists already, or it kept changing under an update."""
 
 
+class QueryTimeout(Exception):
+    """A client's query ran past its server-side time limit and was stopped."""
+
+
+class InvalidQuery(OperatorError):
+    """The database refused a client's query."""
+
+
 class InvalidCluster(ValueError):
     """The document (or the result of an update) does not match the cluster model."""
 
@@ -78,6 +88,14 @@ def validated(document: dict) -> dict:
         ]
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
         raise InvalidCluster(f"the cluster document is invalid: {where}", errors) from None
+
+
+def normalised(document: dict) -> dict:
+    """A stored document as the model reads it (defaults filled in); as it is if invalid."""
+    try:
+        return validated(document)
+    except InvalidCluster:
+        return document
 
 
 def _sort_spec(sort: str | None) -> list[tuple[str, int]]:
@@ -107,9 +125,10 @@ def _projection(fields: str | None) -> dict[str, int]:
 class ClusterStore:
     """CRUD and queries on the clusters collection."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, query_timeout_seconds: float = 5.0) -> None:
         self.collection = db[COLLECTION]
         self.scratch = db[SCRATCH]
+        self.query_timeout_seconds = query_timeout_seconds
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("id", ASCENDING)], unique=True)
@@ -166,12 +185,34 @@ class ClusterStore:
         spec = _sort_spec(sort)
         if spec:
             cursor = cursor.sort(spec)
-        return list(cursor)
+        # The time limit goes to the server as maxTimeMS: it stops the query there too.
+        try:
+            with pymongo.timeout(self.query_timeout_seconds):
+                return list(cursor)
+        except (ExecutionTimeout, NetworkTimeout):
+            raise QueryTimeout(
+                f"the query ran longer than its limit of {self.query_timeout_seconds:g} s and "
+                "was stopped; narrow the filter"
+            ) from None
+        except OperationFailure as exc:
+            reason = (exc.details or {}).get("errmsg") or str(exc)
+            raise InvalidQuery(f"filter: the database refused the query: {reason}") from None
 
     def update(self, cluster_id: str, update: dict) -> dict:
-        """Apply a MongoDB update document; the result must still be a valid cluster."""
+        """Apply a MongoDB update document; the result must still be a valid cluster.
+
+        The settings that configure governance (GOVERNANCE_FIELDS) are not the registry's
+        to change: whatever form the update takes (a dotted path, ``$unset``, an array
+        operator, a whole ``config``), a result that differs there is refused.
+        """
         check_update(update)
-        return self.transform(cluster_id, lambda current: self.preview(current, update))
+
+        def change(current: dict) -> dict:
+            new = validated(self.preview(current, update))
+            refuse_governance_changes(current, new, "PUT /clusters/{id}", normalised)
+            return new
+
+        return self.transform(cluster_id, change)
 
     def transform(self, cluster_id: str, change: Callable[[dict], dict]) -> dict:
         """Replace the document by ``change(current)``, validated, without lost updates."""

@@ -1,6 +1,11 @@
-"""The actions a cluster's pre-check policies govern (seeds/001)."""
+"""The actions a cluster's pre-check policies govern (seeds/001), and what configures them."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from policy_runtime.clusters.operators import OperatorError
 
 ACTIONS = (
     "add_node", "remove_node", "update_cluster", "scale_block", "add_block", "remove_block",
@@ -10,9 +15,23 @@ ACTIONS = (
 ALIASES = {"create_cluster": "add_cluster"}
 ENFORCEMENT_MODES = ("enforce", "warn", "dryrun")
 
+# The fields of a cluster's ``config`` that decide what governance covers and how, each
+# with the governance route that changes it. No generic update may change them.
+GOVERNANCE_FIELDS = {
+    "actionsPolicyMap": "POST /pre-check-policies/update",
+    "actionsEnforcement": "POST /pre-check-policies/enforcement",
+    "stabilityChecker": 'POST /mgmt {"service": "stability_checker", ...}',
+    "policyExecutionMode": "POST /pre-check-policies/execution",
+    "policyExecutorId": "POST /pre-check-policies/execution",
+}
+
 
 class UnknownAction(ValueError):
     """An action name that is not governed."""
+
+
+class GovernanceField(OperatorError):
+    """An update outside the governance routes would change a governance setting."""
 
 
 def canonical(action: str) -> str:
@@ -22,3 +41,44 @@ def canonical(action: str) -> str:
         valid = ", ".join(ACTIONS + tuple(ALIASES))
         raise UnknownAction(f"unknown action {action!r}; valid actions: {valid}")
     return name
+
+
+def names_of(action: str) -> tuple[str, ...]:
+    """The keys a map may hold an action's entry under: its name, then upstream's aliases."""
+    return (action, *(alias for alias, name in ALIASES.items() if name == action))
+
+
+def _governance_of(document: Any) -> dict[str, Any]:
+    config = document.get("config") if isinstance(document, dict) else None
+    config = config if isinstance(config, dict) else {}
+    return {field: config.get(field) for field in GOVERNANCE_FIELDS}
+
+
+def refuse_governance_changes(
+    before: dict, after: dict, route: str, normalise: Callable[[dict], dict] | None = None
+) -> None:
+    """GovernanceField naming each governance setting ``after`` changes, and its route.
+
+    ``normalise`` (the model's defaults) is applied to ``before`` only when it differs
+    as stored, e.g. a document stored before a setting had a default.
+    """
+    old, new = _governance_of(before), _governance_of(after)
+    if old != new and normalise is not None:
+        old = _governance_of(normalise(before))
+    changed = [field for field in GOVERNANCE_FIELDS if old[field] != new[field]]
+    if changed:
+        how = "; ".join(f"config.{field}: {GOVERNANCE_FIELDS[field]}" for field in changed)
+        raise GovernanceField(
+            f"{route} cannot change governance settings ({', '.join(changed)}); "
+            f"they change only through the governance routes: {how}"
+        )
+
+
+def governance_paths(paths: Any) -> list[str]:
+    """The dotted paths among ``paths`` that reach into a governance setting."""
+    touched = []
+    for path in paths:
+        parts = str(path).split(".")
+        if parts[0] == "config" and len(parts) > 1 and parts[1] in GOVERNANCE_FIELDS:
+            touched.append(str(path))
+    return touched

@@ -70,16 +70,20 @@ class DecisionLog:
     def record(
         self, *, cluster_id: str, action: str, policy_rule_uri: str, allowed: bool,
         enforcement: str, duration_ms: float, input_data: Any, reason: str = "",
-        keep_input: bool = False,
+        keep_input: bool = False, code_sha256: str = "", dry_check: bool = False,
     ) -> dict:
+        """One decision: ``code_sha256`` is the code that ran ("" when no policy did);
+        ``dry_check`` marks an evaluation that applied nothing (``POST /pre-check``)."""
         entry = {
             "time": datetime.now(UTC).isoformat(),
             "cluster_id": cluster_id,
             "action": action,
             "policy_rule_uri": policy_rule_uri,
+            "code_sha256": code_sha256,
             "allowed": allowed,
             "enforcement": enforcement,
             "reason": reason,
+            "dry_check": dry_check,
             "duration_ms": round(duration_ms, 3),
             "input_sha256": hashlib.sha256(
                 json.dumps(input_data, sort_keys=True, default=str).encode()
@@ -87,6 +91,15 @@ class DecisionLog:
         }
         if keep_input:
             entry["input_data"] = input_data
+        return self._insert(entry)
+
+    def record_event(self, *, cluster_id: str, action: str, event: str, **details: Any) -> dict:
+        """Something that changed what decisions run, e.g. a forced policy deletion."""
+        entry = {"time": datetime.now(UTC).isoformat(), "cluster_id": cluster_id,
+                 "action": action, "event": event, **details}
+        return self._insert(entry)
+
+    def _insert(self, entry: dict) -> dict:
         self.collection.insert_one(dict(entry))
         if next(self._inserted) % TRIM_EVERY == 0:
             self._trim_in_background()

@@ -1,19 +1,69 @@
-"""``POST /mgmt``: management commands of a controller's services (the stability checker)."""
+"""``POST /mgmt``: management commands of a controller's services (the stability checker).
+
+Every command's ``mgmt_data`` is checked before anything changes: ``set_interval`` takes
+an interval from ``MIN_INTERVAL_SECONDS`` to ``MAX_INTERVAL_SECONDS``, ``set_policy``'s
+``parameters`` must match the policy's ``policy_parameters_schema``, and commands passed
+on to the policy must match the schema it declares for them in
+``management_commands_schema``. Out-of-range data answers 422 naming the field.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from policy_runtime.errors import PolicyError
+from fastapi.exceptions import RequestValidationError
+
+from policy_runtime import schemas
+from policy_runtime.errors import InvalidInput, PolicyError
 from policy_runtime.governance.precheck import UnknownPolicy
-from policy_runtime.governance.stability import StabilityChecker
+from policy_runtime.governance.stability import (
+    MAX_INTERVAL_SECONDS,
+    MIN_INTERVAL_SECONDS,
+    StabilityChecker,
+)
 
 SERVICES = ("stability_checker",)
 BUILT_IN = ("set_policy", "set_interval", "pause", "resume", "run_now")
+MAX_URI_LENGTH = 512
 
 
 class BadCommand(ValueError):
     """A management command that cannot be carried out as given."""
+
+
+def _invalid(field: str | None, message: str, value: Any) -> RequestValidationError:
+    """A 422 naming ``mgmt_data.<field>``, as FastAPI reports invalid request bodies."""
+    loc = ("body", "mgmt_data", *([field] if field else []))
+    return RequestValidationError(
+        [{"type": "value_error", "loc": loc, "msg": message, "input": value}]
+    )
+
+
+def _interval(data: dict) -> float:
+    seconds = data.get("interval_seconds")
+    if (
+        isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+        or not math.isfinite(seconds)
+        or not MIN_INTERVAL_SECONDS <= seconds <= MAX_INTERVAL_SECONDS
+    ):
+        raise _invalid(
+            "interval_seconds",
+            f"set_interval needs interval_seconds, a number of seconds from "
+            f"{MIN_INTERVAL_SECONDS:g} to {MAX_INTERVAL_SECONDS:g}",
+            seconds,
+        )
+    return seconds
+
+
+def _matching(schema: Any, data: Any, what: str, field: str | None) -> None:
+    """422 unless ``data`` matches ``schema`` (a policy's declared JSON Schema)."""
+    if not isinstance(schema, dict) or not schema:
+        return
+    try:
+        schemas.validate(schema, data, what=what)
+    except InvalidInput as exc:
+        raise _invalid(field, str(exc), data) from None
 
 
 class ManagementService:
@@ -41,14 +91,22 @@ class ManagementService:
                 raise BadCommand(
                     'set_policy needs mgmt_data {"policy_rule_uri": ..., "parameters"?}'
                 )
+            if len(uri) > MAX_URI_LENGTH:
+                raise _invalid("policy_rule_uri", f"at most {MAX_URI_LENGTH} characters", uri)
+            parameters = data.get("parameters") or {}
+            if not isinstance(parameters, dict):
+                raise _invalid("parameters", "parameters must be an object", parameters)
             if not self.checker.precheck.is_published(cluster_id, uri):
                 raise UnknownPolicy(f"no policy is published as {uri!r}")
-            changes = {"policyRuleURI": uri, "parameters": data.get("parameters") or {}}
+            policy = self.checker.precheck.policies.get(uri)
+            _matching(
+                policy.get("policy_parameters_schema"),
+                {**(policy.get("policy_parameters") or {}), **parameters},
+                "parameters", "parameters",
+            )
+            changes = {"policyRuleURI": uri, "parameters": parameters}
         elif action == "set_interval":
-            seconds = data.get("interval_seconds")
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-                raise BadCommand('set_interval needs mgmt_data {"interval_seconds": <positive>}')
-            changes = {"interval": seconds}
+            changes = {"interval": _interval(data)}
         else:
             changes = {"paused": action == "pause"}
 
@@ -71,6 +129,9 @@ class ManagementService:
             raise BadCommand(f"{action}: the cluster has no stability policy to manage")
         precheck = self.checker.precheck
         policy = precheck.policies.get(uri)
+        for command in policy.get("management_commands_schema") or []:
+            if isinstance(command, dict) and command.get("name") == action:
+                _matching(command.get("schema"), data, f"{action} mgmt_data", None)
         outcome = precheck.policies.evaluator.manage(
             policy, action, data, parameters=checker.get("parameters") or {}
         )

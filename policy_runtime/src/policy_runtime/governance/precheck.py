@@ -1,18 +1,24 @@
 """Pre-check policies: the per-cluster action map, decisions, and governed updates.
 
 A decision evaluates the policy mapped to an action against the action's input. It fails
-closed: a missing policy, an error, a timeout or a result that is not a decision denies
-the action, with the reason. The cluster's enforcement mode for the action then decides
-what a denial does: ``enforce`` (default) refuses it, ``warn`` lets it through but logs
-the denial, ``dryrun`` only evaluates. Every decision goes to the decision log.
+closed: a missing policy, an error, a timeout, a result that is not a decision or a map
+entry that cannot be read denies the action, with the reason. The cluster's enforcement
+mode for the action then decides what a denial does: ``enforce`` (default, and what an
+unreadable mode means) refuses it, ``warn`` lets it through but logs the denial,
+``dryrun`` only evaluates. Every decision goes to the decision log, those of actions
+without a policy too, and each records the sha256 of the code it ran; dry checks
+(``POST /pre-check/{action}``) are marked ``dry_check``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 from pydantic import ValidationError
 
 from policy_runtime.clusters.document import NodeData, aggregate
@@ -22,9 +28,19 @@ from policy_runtime.clusters.store import (
     ClusterNotFound,
     ClusterStore,
     InvalidCluster,
+    normalised,
+    validated,
 )
 from policy_runtime.executors.remote import RemoteExecution
-from policy_runtime.governance.actions import canonical
+from policy_runtime.governance.actions import (
+    ACTIONS,
+    ENFORCEMENT_MODES,
+    GovernanceField,
+    canonical,
+    governance_paths,
+    names_of,
+    refuse_governance_changes,
+)
 from policy_runtime.governance.decisions import DecisionLog
 from policy_runtime.service import PolicyNotFound, PolicyService
 
@@ -37,6 +53,15 @@ class UnknownPolicy(ValueError):
     """A pre-check map names a policy that is not published."""
 
 
+class InvalidMapEntry(InvalidCluster):
+    """A pre-check map entry (or an enforcement mode) that is not one of the accepted forms."""
+
+
+ENTRY_FORMS = ('a policy URI string, {"policyRuleURI": "<uri>", "parameters": {...}}, '
+               'or "" to remove')
+NO_POLICY = "no pre-check policy mapped"
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
@@ -47,6 +72,10 @@ class Decision:
     reason: str = ""
     # What the policy itself said, before the enforcement mode applied.
     policy_allowed: bool = True
+    # The sha256 of the code that decided ("" when no policy ran).
+    code_sha256: str = ""
+    # An evaluation asked for by POST /pre-check/{action}: nothing was applied.
+    dry_check: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +90,7 @@ class Execution:
     error: str
     duration_ms: float
     keep_input: bool = False
+    code_sha256: str = ""
 
 
 class PolicyDenied(Exception):
@@ -71,14 +101,131 @@ class PolicyDenied(Exception):
         self.decision = decision
 
 
-def map_entry(value: Any) -> dict[str, Any] | None:
-    """A map entry as ``{"policyRuleURI", "parameters"}``: upstream stores a URI string or that."""
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    return {dict: "an object", list: "a list", str: "a string"}.get(
+        type(value), f"{type(value).__name__} {value!r}"
+    )
+
+
+def entry_problem(value: Any) -> str | None:
+    """Why ``value`` is not a map entry we can run, or None when it is one (or "")."""
     if isinstance(value, str):
-        return {"policyRuleURI": value, "parameters": {}} if value else None
-    if isinstance(value, dict) and value.get("policyRuleURI"):
-        return {"policyRuleURI": value["policyRuleURI"],
-                "parameters": value.get("parameters") or {}}
-    return None
+        return None
+    if isinstance(value, dict):
+        uri = value.get("policyRuleURI")
+        if not isinstance(uri, str) or not uri:
+            return 'an object without a "policyRuleURI" string'
+        parameters = value.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            return f'an object whose "parameters" is {_kind(parameters)}, not an object'
+        return None
+    return _kind(value)
+
+
+def map_entry(value: Any) -> dict[str, Any] | None:
+    """A readable entry as ``{"policyRuleURI", "parameters"}``; None for "" or a bad entry."""
+    if entry_problem(value) is not None or value == "":
+        return None
+    if isinstance(value, str):
+        return {"policyRuleURI": value, "parameters": {}}
+    return {"policyRuleURI": value["policyRuleURI"], "parameters": value.get("parameters") or {}}
+
+
+def resolve_entry(config: Any, action: str) -> tuple[dict[str, Any] | None, str]:
+    """(entry, "") for the action's policy, (None, "") when none is mapped, or
+    (None, reason) when what the cluster stores cannot be read: the caller denies then.
+
+    The map may predate validation or have been written by another tool, so nothing in
+    it is trusted: the action's entry may sit under its name or upstream's alias.
+    """
+    mapping = config.get("actionsPolicyMap") if isinstance(config, dict) else None
+    if mapping is None:
+        return None, ""
+    if not isinstance(mapping, dict):
+        return None, (f"config.actionsPolicyMap is {_kind(mapping)}, not an object of "
+                      "action -> policy (fail closed)")
+    found: list[tuple[str, dict[str, Any]]] = []
+    for key in names_of(action):
+        if key not in mapping or mapping[key] == "":
+            continue
+        problem = entry_problem(mapping[key])
+        if problem is not None:
+            return None, (f"the pre-check map entry {key!r} is {problem}; set it to "
+                          f"{ENTRY_FORMS} (fail closed)")
+        entry = map_entry(mapping[key])
+        assert entry is not None
+        found.append((key, entry))
+    if len({(e["policyRuleURI"], repr(e["parameters"])) for _, e in found}) > 1:
+        keys = " and ".join(repr(key) for key, _ in found)
+        return None, (f"the pre-check map holds different policies under {keys}; keep one "
+                      "(fail closed)")
+    return (found[0][1], "") if found else (None, "")
+
+
+def enforcement_of(config: Any, action: str) -> str:
+    """The action's enforcement mode; anything unreadable is ``enforce``."""
+    modes = config.get("actionsEnforcement") if isinstance(config, dict) else None
+    if not isinstance(modes, dict):
+        return "enforce"
+    for key in names_of(action):
+        if modes.get(key) in ENFORCEMENT_MODES:
+            return modes[key]
+        if key in modes:
+            return "enforce"
+    return "enforce"
+
+
+def check_entries(mapping: Any, where: str) -> None:
+    """InvalidMapEntry (422) naming each governed action whose entry cannot be run."""
+    if mapping is None:
+        return
+    if not isinstance(mapping, dict):
+        raise InvalidMapEntry(
+            f"{where} must be an object of action -> policy, not {_kind(mapping)}"
+        )
+    governed = set(ACTIONS) | {alias for action in ACTIONS for alias in names_of(action)}
+    for key, value in mapping.items():
+        if key in governed:
+            problem = entry_problem(value)
+            if problem is not None:
+                raise InvalidMapEntry(f"{where}.{key}: {problem}; give {ENTRY_FORMS}")
+
+
+def check_document_map(document: Any) -> None:
+    """Validate the pre-check map a new cluster document brings with it."""
+    config = document.get("config") if isinstance(document, dict) else None
+    if isinstance(config, dict):
+        check_entries(config.get("actionsPolicyMap"), "config.actionsPolicyMap")
+
+
+def create_without_controller(
+    store: ClusterStore, own_cluster_id: str, document: dict[str, Any]
+) -> dict[str, Any]:
+    """Creation by a runtime that serves ``clusters`` but not ``controller`` mode.
+
+    It cannot evaluate policies, so when its own cluster (AIOS_CLUSTER_ID) maps an
+    add_cluster policy, creation is refused: it goes through a controller instead.
+    """
+    check_document_map(document)
+    if own_cluster_id:
+        try:
+            own = store.get(own_cluster_id)
+        except ClusterNotFound:
+            own = None
+        config = (own or {}).get("config") or {}
+        entry, problem = resolve_entry(config, "add_cluster")
+        if entry is not None or problem:
+            uri = entry["policyRuleURI"] if entry else ""
+            reason = (f"cluster {own_cluster_id!r} governs add_cluster"
+                      f"{' with ' + uri if uri else ''}, and this runtime does not serve "
+                      "controller mode to evaluate it: create the cluster through a "
+                      "controller (POST /clusters/create)")
+            raise PolicyDenied(Decision(False, document, uri, 0.0, "enforce", reason, False))
+    return store.create(document)
 
 
 class PrecheckService:
@@ -94,6 +241,9 @@ class PrecheckService:
         self.remote = remote
         self.execution_mode = execution_mode
         self.executor_id = executor_id
+        # Published URIs are never reused, so a URI's code hash never changes.
+        self._remote_hashes: dict[str, str] = {}
+        self._hashes_lock = threading.Lock()
 
     def _executor(self, config: dict) -> str | None:
         """The executor to use for this cluster, or None to evaluate locally.
@@ -117,27 +267,89 @@ class PrecheckService:
         return config.get("actionsPolicyMap") or {}
 
     def update_map(self, cluster_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        """Set the given actions' policies; "" removes one; others stay as they are."""
-        resolved: dict[str, str] = {}
-        for action, uri in changes.items():
+        """Set the given actions' policies; "" removes one; others stay as they are.
+
+        An entry is a URI or upstream's ``{"policyRuleURI", "parameters"}``; anything else
+        is refused (422) before the map changes. An action's entry is kept under its own
+        name: setting or removing it also drops what upstream's alias held.
+        """
+        resolved: dict[str, Any] = {}
+        for action, value in changes.items():
             name = canonical(action)
-            if not isinstance(uri, str):
-                raise UnknownPolicy(f'{action}: give a policy_rule_uri string, or "" to remove')
-            if uri and not self.is_published(cluster_id, uri):
-                raise UnknownPolicy(f"{action}: no policy is published as {uri!r}")
-            resolved[name] = uri
+            problem = entry_problem(value)
+            if problem is not None:
+                raise InvalidMapEntry(
+                    f"{action}: the entry is {problem}; give {ENTRY_FORMS}"
+                )
+            entry = map_entry(value)
+            if entry is not None and not self.is_published(cluster_id, entry["policyRuleURI"]):
+                raise UnknownPolicy(
+                    f"{action}: no policy is published as {entry['policyRuleURI']!r}"
+                )
+            if isinstance(value, dict):
+                value = {"policyRuleURI": entry["policyRuleURI"],  # type: ignore[index]
+                         "parameters": entry["parameters"]}  # type: ignore[index]
+            resolved[name] = value
 
         def change(current: dict) -> dict:
-            mapping = dict(current["config"].get("actionsPolicyMap") or {})
-            for action, uri in resolved.items():
-                if uri:
-                    mapping[action] = uri
-                else:
-                    mapping.pop(action, None)
+            mapping = current["config"].get("actionsPolicyMap")
+            mapping = dict(mapping) if isinstance(mapping, dict) else {}
+            for action, value in resolved.items():
+                for key in names_of(action):
+                    mapping.pop(key, None)
+                if value:
+                    mapping[action] = value
             current["config"]["actionsPolicyMap"] = mapping
             return current
 
         return self.clusters.transform(cluster_id, change)["config"]["actionsPolicyMap"]
+
+    def update_enforcement(self, cluster_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Set actions' enforcement modes; "" (or "enforce") returns one to the default."""
+        resolved: dict[str, str] = {}
+        for action, mode in changes.items():
+            name = canonical(action)
+            if mode != "" and mode not in ENFORCEMENT_MODES:
+                raise InvalidMapEntry(
+                    f"{action}: enforcement {mode!r} is not one of "
+                    f"{', '.join(ENFORCEMENT_MODES)} (or \"\" for the default, enforce)"
+                )
+            resolved[name] = mode
+
+        def change(current: dict) -> dict:
+            modes = current["config"].get("actionsEnforcement")
+            modes = dict(modes) if isinstance(modes, dict) else {}
+            for action, mode in resolved.items():
+                for key in names_of(action):
+                    modes.pop(key, None)
+                if mode and mode != "enforce":
+                    modes[action] = mode
+            current["config"]["actionsEnforcement"] = modes
+            return current
+
+        return self.clusters.transform(cluster_id, change)["config"]["actionsEnforcement"]
+
+    def update_execution(self, cluster_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Set where the cluster's policies run: policyExecutionMode, policyExecutorId."""
+        allowed = {"policyExecutionMode", "policyExecutorId"}
+        unknown = sorted(set(changes) - allowed)
+        if unknown or not changes:
+            raise InvalidMapEntry(
+                f"give policyExecutionMode (local or remote) and/or policyExecutorId"
+                f"{'; unknown: ' + ', '.join(unknown) if unknown else ''}"
+            )
+        mode = changes.get("policyExecutionMode", "local")
+        if mode not in ("local", "remote"):
+            raise InvalidMapEntry(f"policyExecutionMode {mode!r}: give local or remote")
+        if not isinstance(changes.get("policyExecutorId", ""), str):
+            raise InvalidMapEntry("policyExecutorId must be a string (an executor id)")
+
+        def change(current: dict) -> dict:
+            current["config"].update(changes)
+            return current
+
+        config = self.clusters.transform(cluster_id, change)["config"]
+        return {key: config.get(key) for key in sorted(allowed)}
 
     def is_published(self, cluster_id: str, uri: str) -> bool:
         config = self.clusters.get(cluster_id)["config"]
@@ -151,21 +363,27 @@ class PrecheckService:
 
     # -- decisions ----------------------------------------------------------------------
     def decide(self, cluster_id: str, action: str, input_data: Any,
-               cluster: dict | None = None) -> Decision:
+               cluster: dict | None = None, *, dry_check: bool = False) -> Decision:
+        """The action's decision, logged; ``dry_check`` marks an evaluation that applies
+        nothing (``POST /pre-check/{action}``) so it cannot pass for a governed action."""
         action = canonical(action)
         cluster = cluster or self.clusters.get(cluster_id)
-        config = cluster["config"]
-        entry = map_entry((config.get("actionsPolicyMap") or {}).get(action))
-        enforcement = (config.get("actionsEnforcement") or {}).get(action, "enforce")
-        if entry is None:
-            return Decision(True, input_data, "", 0.0, enforcement, "no pre-check policy mapped")
-        uri = entry["policyRuleURI"]
-        run = self.execute(config, uri, input_data, entry["parameters"])
-        if run.ok:
-            allowed, result_input, reason = _interpret(run.result, input_data)
+        config = cluster.get("config") if isinstance(cluster.get("config"), dict) else {}
+        entry, problem = resolve_entry(config, action)
+        enforcement = enforcement_of(config, action)
+        uri, code_sha256, keep_input, duration = "", "", False, 0.0
+        if entry is None and not problem:
+            allowed, result_input, reason = True, input_data, NO_POLICY
+        elif entry is None:
+            allowed, result_input, reason = False, input_data, problem
         else:
-            allowed, result_input, reason = False, input_data, f"{run.error} (fail closed)"
-        duration, keep_input = run.duration_ms, run.keep_input
+            uri = entry["policyRuleURI"]
+            run = self.execute(config, uri, input_data, entry["parameters"])
+            if run.ok:
+                allowed, result_input, reason = _interpret(run.result, input_data)
+            else:
+                allowed, result_input, reason = False, input_data, f"{run.error} (fail closed)"
+            duration, keep_input, code_sha256 = run.duration_ms, run.keep_input, run.code_sha256
         effective = allowed or enforcement in ("warn", "dryrun")
         decision = Decision(
             allowed=effective,
@@ -175,11 +393,13 @@ class PrecheckService:
             enforcement=enforcement,
             reason=reason,
             policy_allowed=allowed,
+            code_sha256=code_sha256,
+            dry_check=dry_check,
         )
         self.log.record(
             cluster_id=cluster_id, action=action, policy_rule_uri=uri, allowed=allowed,
             enforcement=enforcement, duration_ms=duration, input_data=input_data, reason=reason,
-            keep_input=keep_input,
+            keep_input=keep_input, code_sha256=code_sha256, dry_check=dry_check,
         )
         return decision
 
@@ -190,26 +410,60 @@ class PrecheckService:
             if self.remote is None:
                 return Execution(False, None, "remote execution is not configured", 0.0)
             remote = self.remote.evaluate(executor, uri, input_data, parameters)
+            code_sha256 = self._remote_code_hash(uri)
             if not remote.ok:
                 error = f"remote executor {executor}: {remote.error}"
-                return Execution(False, None, error, remote.duration_ms)
-            return Execution(True, remote.result, "", remote.duration_ms)
+                return Execution(False, None, error, remote.duration_ms, code_sha256=code_sha256)
+            return Execution(True, remote.result, "", remote.duration_ms, code_sha256=code_sha256)
         try:
             policy = self.policies.get(uri)
         except PolicyNotFound:
             return Execution(False, None, f"policy {uri} is not published", 0.0)
         keep_input = bool((policy.get("policy_settings") or {}).get("log_input", False))
+        code_sha256 = str(policy.get("code_sha256") or "")
         outcome = self.policies.evaluator.evaluate(policy, input_data, parameters=parameters)
         if not outcome.ok:
             error = outcome.error or {}
             message = f"{error.get('type')}: {error.get('message')}"
-            return Execution(False, None, message, outcome.duration_ms, keep_input)
-        return Execution(True, outcome.result, "", outcome.duration_ms, keep_input)
+            return Execution(False, None, message, outcome.duration_ms, keep_input, code_sha256)
+        return Execution(True, outcome.result, "", outcome.duration_ms, keep_input, code_sha256)
+
+    def _remote_code_hash(self, uri: str) -> str:
+        """The code hash the policies system holds for ``uri`` ("" when it cannot say)."""
+        with self._hashes_lock:
+            if uri in self._remote_hashes:
+                return self._remote_hashes[uri]
+        if self.remote is None or not self.remote.policies_url:
+            return ""
+        url = f"{self.remote.policies_url.rstrip('/')}/policies/{quote(uri, safe=':')}"
+        token = self.remote.token
+        try:
+            response = httpx.get(url, headers={"Authorization": f"Bearer {token}"} if token
+                                 else {}, timeout=self.remote.timeout_seconds)
+            code_sha256 = str(response.json().get("code_sha256") or "")
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return ""
+        if response.status_code == 200 and code_sha256:
+            with self._hashes_lock:
+                self._remote_hashes[uri] = code_sha256
+            return code_sha256
+        return ""
 
     # -- governed actions ---------------------------------------------------------------
     def update_cluster(self, cluster_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """Apply dotted-path fields (seeds/001) if the update_cluster policy allows it."""
+        """Apply dotted-path fields (seeds/001) if the update_cluster policy allows it.
+
+        Governance settings are not among the fields it may change, whatever the policy
+        says or rewrites the update into: they have routes of their own.
+        """
         check_update({"$set": fields})
+        touched = governance_paths(fields)
+        if touched:
+            raise GovernanceField(
+                f"the governed update cannot change governance settings ({', '.join(touched)})"
+                "; use the governance routes (POST /pre-check-policies/update, "
+                "/pre-check-policies/enforcement, /pre-check-policies/execution, /mgmt)"
+            )
 
         def change(current: dict) -> dict:
             decision = self.decide(
@@ -224,7 +478,9 @@ class PrecheckService:
             ):
                 update = decision.input_data["update"]  # the policy may rewrite it
             check_update({"$set": update})
-            return self.clusters.preview(current, {"$set": update})
+            new = validated(self.clusters.preview(current, {"$set": update}))
+            refuse_governance_changes(current, new, "the governed update", normalised)
+            return new
 
         return self.clusters.transform(cluster_id, change)
 
@@ -267,13 +523,25 @@ class PrecheckService:
         return self.clusters.transform(cluster_id, change)
 
     def create_cluster(self, document: dict[str, Any]) -> dict[str, Any]:
-        """Add a cluster, governed by the add_cluster policy of the controller's own cluster."""
-        if self.default_cluster_id:
-            own = self.clusters.get(self.default_cluster_id)
-            allowed = self._governed(
-                self.default_cluster_id, "add_cluster", {"cluster": document}, own
-            )
-            document = allowed.get("cluster", document)
+        """Add a cluster, governed by the add_cluster policy of the controller's own cluster.
+
+        Every route that creates a cluster comes here. The policy is the one the
+        controller's own cluster (AIOS_CLUSTER_ID) maps to ``add_cluster`` (or upstream's
+        ``create_cluster``); without an own cluster, or before it is registered, no policy
+        is mapped (and, with an own cluster id, that is logged like any decision).
+        """
+        check_document_map(document)
+        own_id = self.default_cluster_id
+        if own_id:
+            try:
+                own = self.clusters.get(own_id)
+            except ClusterNotFound:
+                own = {"id": own_id, "config": {}}
+            allowed = self._governed(own_id, "add_cluster", {"cluster": document}, own)
+            rewritten = allowed.get("cluster", document)
+            if rewritten is not document:
+                check_document_map(rewritten)
+            document = rewritten
         return self.clusters.create(document)
 
 

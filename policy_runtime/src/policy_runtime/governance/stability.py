@@ -6,12 +6,16 @@ receives ``{"cluster_data": <cluster document>, "nodes_data": [...]}``; it retur
 ``{"is_stable": bool, "stability_check_data": {...}}``. Node data is pushed with
 ``PUT /nodes-data``. When the controller runs as several replicas, a lease document in
 MongoDB elects the one that runs the loop; another takes over when the lease expires
-(two intervals).
+(two intervals). Intervals are bounded (``MIN_INTERVAL_SECONDS`` to
+``MAX_INTERVAL_SECONDS``; a stored value outside, or not a number, counts as the default),
+and a lease that claims to run longer than two maximal intervals is treated as expired,
+so no stored value can stop the loop.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -30,10 +34,32 @@ from policy_runtime.metrics import RuntimeMetrics
 log = logging.getLogger(__name__)
 TICK_SECONDS = 0.2
 IDLE_POLL_SECONDS = 1.0
+DEFAULT_INTERVAL_SECONDS = 60.0
+MIN_INTERVAL_SECONDS = TICK_SECONDS
+MAX_INTERVAL_SECONDS = 86_400.0
+# No valid lease runs longer: one for later is a leftover of a bad value, and expired.
+MAX_LEASE_SECONDS = 2 * MAX_INTERVAL_SECONDS
 
 
 def _now() -> float:
     return time.time()
+
+
+def interval_of(checker: dict) -> float:
+    """The configured interval, or the default when it is missing or out of bounds."""
+    value = checker.get("interval")
+    if value is None:
+        return DEFAULT_INTERVAL_SECONDS
+    if (
+        isinstance(value, bool) or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not MIN_INTERVAL_SECONDS <= value <= MAX_INTERVAL_SECONDS
+    ):
+        log.warning("stability checker interval %r is out of bounds (%g to %g s); using %g s",
+                    value, MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS,
+                    DEFAULT_INTERVAL_SECONDS)
+        return DEFAULT_INTERVAL_SECONDS
+    return float(value)
 
 
 class StabilityChecker:
@@ -112,12 +138,17 @@ class StabilityChecker:
 
     # -- the loop ----------------------------------------------------------------------
     def acquire_lease(self, cluster_id: str, seconds: float) -> bool:
-        """Become (or stay) the runner for ``seconds``; False while another holds it."""
+        """Become (or stay) the runner for ``seconds``; False while another holds it.
+
+        A lease expiring beyond ``MAX_LEASE_SECONDS`` from now is invalid and taken over.
+        """
         now = _now()
+        seconds = min(seconds, MAX_LEASE_SECONDS)
         try:
             self.leases.find_one_and_update(
                 {"_id": f"stability:{cluster_id}",
-                 "$or": [{"holder": self.runner}, {"expires_at": {"$lt": now}}]},
+                 "$or": [{"holder": self.runner}, {"expires_at": {"$lt": now}},
+                         {"expires_at": {"$gt": now + MAX_LEASE_SECONDS}}]},
                 {"$set": {"holder": self.runner, "expires_at": now + seconds}},
                 upsert=True, return_document=ReturnDocument.AFTER,
             )
@@ -147,7 +178,7 @@ class StabilityChecker:
                 checker = self.precheck.clusters.get(self.cluster_id)["config"].get(
                     "stabilityChecker") or {}
                 if checker.get("policyRuleURI") and not checker.get("paused"):
-                    wait = float(checker.get("interval") or 60)
+                    wait = interval_of(checker)
                     if self.acquire_lease(self.cluster_id, 2 * wait):
                         self.run_check(self.cluster_id)
             except Exception as exc:  # the loop must outlive any one failure

@@ -1,4 +1,10 @@
-"""The policies collection: published policy versions, immutable once stored."""
+"""The policies collection: published policy versions, immutable once stored.
+
+A URI names one code for ever: deleting a policy leaves a tombstone under its URI (the
+metadata, the code hash, when and whether it was forced), so the URI cannot be published
+again, with other code or the same, and a map or decision log entry naming it can never
+come to mean other code.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +18,39 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from policy_runtime.governance.actions import ACTIONS, names_of
+
 COLLECTION = "policies"
+CLUSTERS = "clusters"
 _SUMMARY = {"_id": 0, "code": 0}
 _FULL = {"_id": 0}
+# Published and not deleted: tombstones keep their URI but are no policy.
+_LIVE = {"deleted": {"$ne": True}}
 
 
 class PolicyConflict(Exception):
     """A different policy is already published under this URI."""
 
 
+class PolicyReferenced(PolicyConflict):
+    """The policy is what clusters' pre-check maps or stability checkers run."""
+
+    def __init__(self, uri: str, references: list[dict[str, str]]) -> None:
+        where = ", ".join(f"{r['cluster_id']}: {r['action']}" for r in references[:20])
+        more = f" and {len(references) - 20} more" if len(references) > 20 else ""
+        super().__init__(
+            f"{uri} is in use ({where}{more}); map those actions to another policy first, "
+            "or delete with ?force=true (recorded in the decision log; the actions then "
+            "deny, as their policy is no longer published)"
+        )
+        self.references = references
+
+
 class PolicyStore:
     """CRUD on published policies, keyed by ``policy_rule_uri``."""
 
     def __init__(self, db: Database) -> None:
+        self.db = db
         self.collection: Collection = db[COLLECTION]
 
     def ensure_indexes(self) -> None:
@@ -42,7 +68,15 @@ class PolicyStore:
         try:
             self.collection.insert_one(dict(document))
         except DuplicateKeyError:
-            existing = self.get(document["policy_rule_uri"])
+            existing = self.collection.find_one(
+                {"policy_rule_uri": document["policy_rule_uri"]}, _FULL
+            )
+            if existing is not None and existing.get("deleted"):
+                raise PolicyConflict(
+                    f"{document['policy_rule_uri']} was published and deleted "
+                    f"({existing.get('deleted_at', '')}); a published URI is never reused, "
+                    "publish a new version instead"
+                ) from None
             if existing is not None and existing["code_sha256"] == document["code_sha256"]:
                 return existing, False
             raise PolicyConflict(
@@ -52,13 +86,13 @@ class PolicyStore:
         return document, True
 
     def get(self, uri: str) -> dict[str, Any] | None:
-        return self.collection.find_one({"policy_rule_uri": uri}, _FULL)
+        return self.collection.find_one({"policy_rule_uri": uri, **_LIVE}, _FULL)
 
     def list(
         self, *, name: str | None = None, tag: str | None = None, skip: int = 0, limit: int = 50
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of summaries (without code), newest URIs last, and the total count."""
-        query: dict[str, Any] = {}
+        query: dict[str, Any] = dict(_LIVE)
         if name:
             # literal prefix match: user text is escaped, never interpreted as a regex
             query["name"] = {"$regex": "^" + re.escape(name)}
@@ -73,5 +107,35 @@ class PolicyStore:
         )
         return list(cursor), total
 
-    def delete(self, uri: str) -> bool:
-        return self.collection.delete_one({"policy_rule_uri": uri}).deleted_count == 1
+    def references(self, uri: str) -> list[dict[str, str]]:
+        """The clusters (of this database) whose pre-check map or stability checker runs
+        ``uri``: ``[{"cluster_id", "action"}]``, the action being ``stability_checker``
+        for the latter."""
+        keys = [key for action in ACTIONS for key in names_of(action)]
+        clauses: list[dict[str, Any]] = [{"config.stabilityChecker.policyRuleURI": uri}]
+        for key in keys:
+            clauses.append({f"config.actionsPolicyMap.{key}": uri})
+            clauses.append({f"config.actionsPolicyMap.{key}.policyRuleURI": uri})
+        found = []
+        projection = {"_id": 0, "id": 1, "config.actionsPolicyMap": 1,
+                      "config.stabilityChecker": 1}
+        for cluster in self.db[CLUSTERS].find({"$or": clauses}, projection).sort("id", ASCENDING):
+            config = cluster.get("config") or {}
+            mapping = config.get("actionsPolicyMap") or {}
+            for key in keys:
+                entry = mapping.get(key) if isinstance(mapping, dict) else None
+                if entry == uri or (isinstance(entry, dict) and entry.get("policyRuleURI") == uri):
+                    found.append({"cluster_id": cluster["id"], "action": key})
+            checker = config.get("stabilityChecker")
+            if isinstance(checker, dict) and checker.get("policyRuleURI") == uri:
+                found.append({"cluster_id": cluster["id"], "action": "stability_checker"})
+        return found
+
+    def delete(self, uri: str, *, force: bool = False,
+               references: list[dict[str, str]] | None = None) -> bool:
+        """Leave a tombstone for the published policy; False when there is none."""
+        tombstone = {"deleted": True, "deleted_at": datetime.now(UTC).isoformat(),
+                     "deleted_with_force": force, "deleted_references": references or []}
+        result = self.collection.update_one({"policy_rule_uri": uri, **_LIVE},
+                                            {"$set": tombstone, "$unset": {"code": ""}})
+        return result.modified_count == 1

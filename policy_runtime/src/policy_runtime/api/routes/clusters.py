@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from policy_runtime.api.deps import MAX_SKIP, cluster_store
 from policy_runtime.clusters.store import MAX_QUERY_LIMIT, ClusterStore, InvalidCluster
+from policy_runtime.governance.precheck import create_without_controller
 from policy_runtime.models import ClusterPage
 
 router = APIRouter(tags=["clusters"])
@@ -53,9 +54,22 @@ async def list_clusters(
     return ClusterPage(total=total, skip=skip, limit=limit, items=items)
 
 
-@router.post("/clusters", status_code=status.HTTP_201_CREATED, summary="Add a cluster")
-async def create_cluster(store: Store, body: JsonObject) -> dict[str, Any]:
-    return await run_in_threadpool(store.create, body)
+def governed_create(request: Request, document: dict[str, Any]) -> dict[str, Any]:
+    """Every route that creates a cluster: the add_cluster pre-check of the controller's
+    own cluster when this runtime is a controller; without controller mode, a runtime
+    whose own cluster governs add_cluster refuses (see create_without_controller)."""
+    runtime = request.app.state.runtime
+    if runtime.precheck is not None:
+        return runtime.precheck.create_cluster(document)
+    return create_without_controller(runtime.clusters, runtime.settings.cluster_id, document)
+
+
+@router.post(
+    "/clusters", status_code=status.HTTP_201_CREATED,
+    summary="Add a cluster (governed by the controller's add_cluster policy)",
+)
+async def create_cluster(request: Request, body: JsonObject) -> dict[str, Any]:
+    return await run_in_threadpool(governed_create, request, body)
 
 
 @router.post(
@@ -63,14 +77,14 @@ async def create_cluster(store: Store, body: JsonObject) -> dict[str, Any]:
     status_code=status.HTTP_201_CREATED,
     summary="Add a cluster (upstream parser route; raw document or Parser/V1 envelope)",
 )
-async def create_cluster_upstream(store: Store, body: JsonObject) -> dict[str, Any]:
+async def create_cluster_upstream(request: Request, body: JsonObject) -> dict[str, Any]:
     document = body
     header = body.get("header")
     if isinstance(header, dict) and header.get("templateUri") == _PARSER_TEMPLATE:
         document = ((body.get("body") or {}).get("spec") or {}).get("values")
         if not isinstance(document, dict):
             raise InvalidCluster("a Parser/V1 request carries the cluster in body.spec.values")
-    created = await run_in_threadpool(store.create, document)
+    created = await run_in_threadpool(governed_create, request, document)
     return {"success": True, "data": created}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -50,8 +50,14 @@ async def read_policy(uri: str, service: Service) -> JSONResponse:
 
 
 @router.delete("/policy/{uri}", summary="Delete a policy (upstream route)")
-async def delete_policy(uri: str, service: Service) -> JSONResponse:
-    return await _envelope(lambda: service.delete(uri) or {"deleted": uri})
+async def delete_policy(
+    uri: str, service: Service, force: Annotated[bool, Query()] = False
+) -> JSONResponse:
+    def delete() -> dict:
+        service.delete(uri, force=force)
+        return {"deleted": uri}
+
+    return await _envelope(delete)
 
 
 @router.post("/execute_policy", summary="Evaluate a policy (upstream route)")

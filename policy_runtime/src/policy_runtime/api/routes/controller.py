@@ -37,13 +37,41 @@ async def update_policy_map(
     return {"cluster_id": cid, "actionsPolicyMap": mapping}
 
 
-@router.post("/pre-check/{action}", summary="Evaluate an action's pre-check policy")
+@router.post(
+    "/pre-check-policies/enforcement",
+    summary='Set actions\' enforcement: enforce, warn or dryrun; "" returns to enforce',
+)
+async def update_enforcement(
+    service: Precheck, body: Annotated[dict[str, Any], Body()], cluster_id: ClusterId = None
+) -> dict[str, Any]:
+    cid = service.cluster_id(cluster_id)
+    modes = await run_in_threadpool(service.update_enforcement, cid, body)
+    return {"cluster_id": cid, "actionsEnforcement": modes}
+
+
+@router.post(
+    "/pre-check-policies/execution",
+    summary="Set where the cluster's policies run (policyExecutionMode, policyExecutorId)",
+)
+async def update_execution(
+    service: Precheck, body: Annotated[dict[str, Any], Body()], cluster_id: ClusterId = None
+) -> dict[str, Any]:
+    cid = service.cluster_id(cluster_id)
+    return {"cluster_id": cid, **await run_in_threadpool(service.update_execution, cid, body)}
+
+
+@router.post(
+    "/pre-check/{action}",
+    summary="Evaluate an action's pre-check policy (a dry check: logged as such, applies nothing)",
+)
 async def pre_check(
     action: str, service: Precheck, body: Annotated[Any, Body()] = None,
     cluster_id: ClusterId = None,
 ) -> dict[str, Any]:
     cid = service.cluster_id(cluster_id)
-    decision = await run_in_threadpool(service.decide, cid, action, body)
+    decision = await run_in_threadpool(
+        lambda: service.decide(cid, action, body, dry_check=True)
+    )
     return decision.to_dict()
 
 

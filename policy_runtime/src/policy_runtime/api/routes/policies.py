@@ -70,7 +70,17 @@ def get_policy(uri: str, service: Service) -> dict:
     return service.get(uri)
 
 
-@router.delete("/{uri}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a policy")
-def delete_policy(uri: str, service: Service) -> Response:
-    service.delete(uri)
+@router.delete(
+    "/{uri}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a policy (its URI is never reused); 409 while clusters run it",
+)
+def delete_policy(
+    uri: str,
+    service: Service,
+    force: Annotated[
+        bool, Query(description="delete although clusters run it (recorded in the decision log)")
+    ] = False,
+) -> Response:
+    service.delete(uri, force=force)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
