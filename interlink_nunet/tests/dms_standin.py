@@ -4,13 +4,18 @@
 ``GET /api/v1/job/status/{id}`` answers ``{jobid, jobstatus, starttime, duration,
 remainingtime}``; ``GET /api/v1/peers/dht/dump`` the peers file; logs and cancel at the
 plugin's default paths. ``/_control/...`` lets a test read the posted jobs and move a job
-to another state. State is kept in a file, so a restarted stand-in remembers its jobs.
+to another state or lose it (``DELETE``); ``/_control/starttime/{id}`` gives it an odd
+start time; ``/_control/faults`` makes it slow to accept a job (``post_delay`` seconds)
+or fail its peers dump (``peers_fail``) or answer other peers (``peers``), and
+``/_control/logs/{id}`` sets a job's log text. State is kept in a file, so a restarted
+stand-in remembers its jobs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +29,7 @@ from fastapi.responses import PlainTextResponse
 def build(state_file: Path, peers_file: Path) -> FastAPI:
     app = FastAPI()
     state = json.loads(state_file.read_text()) if state_file.exists() else {"jobs": {}}
+    faults: dict = {"post_delay": 0, "peers_fail": False}
 
     def save() -> None:
         state_file.write_text(json.dumps(state))
@@ -39,6 +45,7 @@ def build(state_file: Path, peers_file: Path) -> FastAPI:
 
     @app.post("/orchestrator/postJob")
     def post_job(payload: Annotated[dict, Body()]) -> dict:
+        time.sleep(float(faults["post_delay"]))
         if not payload.get("job"):
             raise HTTPException(400, "job (the image) is required")
         job_id = f"job-{uuid.uuid4().hex[:12]}"
@@ -56,6 +63,8 @@ def build(state_file: Path, peers_file: Path) -> FastAPI:
     @app.get("/api/v1/job/logs/{job_id}", response_class=PlainTextResponse)
     def logs(job_id: str) -> str:
         entry = job(job_id)
+        if "logs" in entry:
+            return entry["logs"]
         return "".join(f"line {i} of {entry['payload']['job']}\n" for i in range(1, 6))
 
     @app.post("/api/v1/job/cancel/{job_id}")
@@ -67,6 +76,10 @@ def build(state_file: Path, peers_file: Path) -> FastAPI:
 
     @app.get("/api/v1/peers/dht/dump")
     def peers() -> list:
+        if faults["peers_fail"]:
+            raise HTTPException(500, "peers dump failed")
+        if faults.get("peers") is not None:
+            return faults["peers"]
         return json.loads(peers_file.read_text())
 
     @app.get("/_control/jobs")
@@ -78,6 +91,30 @@ def build(state_file: Path, peers_file: Path) -> FastAPI:
         job(job_id)["status"] = status
         save()
         return {"jobid": job_id, "jobstatus": status}
+
+    @app.delete("/_control/jobs/{job_id}")
+    def lose(job_id: str) -> dict:
+        job(job_id)
+        del state["jobs"][job_id]
+        save()
+        return {"lost": job_id}
+
+    @app.post("/_control/starttime/{job_id}")
+    def start_time(job_id: str, starttime: Annotated[object, Body(embed=True)]) -> dict:
+        job(job_id)["start"] = starttime
+        save()
+        return {"jobid": job_id, "starttime": starttime}
+
+    @app.post("/_control/logs/{job_id}")
+    def set_logs(job_id: str, text: Annotated[str, Body(embed=True)]) -> dict:
+        job(job_id)["logs"] = text
+        save()
+        return {"jobid": job_id}
+
+    @app.post("/_control/faults")
+    def set_faults(changes: Annotated[dict, Body()]) -> dict:
+        faults.update(changes)
+        return faults
 
     return app
 

@@ -122,3 +122,55 @@ def test_a_pod_without_uid_is_refused() -> None:
 def test_known_models_come_from_the_peers() -> None:
     assert MODELS["gpu.nvidia.rtx.3090.24gb"] == GpuModel("nvidia", "NVIDIA GeForce RTX 3090",
                                                           24576)
+
+
+def test_a_config_map_reference_not_sent_says_the_truth_and_the_fix() -> None:
+    """interLink 0.6.2 sends only config maps mounted as volumes; the message says so."""
+    with pytest.raises(PodRejected) as refused:
+        build_job(pod(env=[{"name": "X", "valueFrom": {"configMapKeyRef": {
+            "name": "cfg", "key": "k"}}}]), [], "nunet.io", MODELS)
+    message = str(refused.value)
+    assert "only the config maps a container mounts as volumes" in message
+    assert "Mount config map 'cfg' as a volume" in message
+    assert "SkipDownwardAPIResolution" in message and "secretKeyRef" in message
+
+
+def test_a_config_map_mounted_for_the_environment_resolves_it() -> None:
+    referring = pod(env=[{"name": "X", "valueFrom": {"configMapKeyRef": {
+        "name": "cfg", "key": "k"}}}], volumeMounts=[{"name": "cfg-vol", "mountPath": "/cfg"}])
+    referring["spec"]["volumes"] = [{"name": "cfg-vol", "configMap": {"name": "cfg"}}]
+    job = build_job(referring, [{"metadata": {"name": "cfg"}, "data": {"k": "v"}}],
+                    "nunet.io", MODELS)
+    assert job["jobenv"] == {"X": "v"}
+
+
+def test_values_the_kubelet_already_resolved_from_secrets_pass_as_values() -> None:
+    """The decision: with envFrom secretRef (always) or SkipDownwardAPIResolution, the
+    virtual kubelet sends a Secret's value as a plain env value; the plugin cannot tell it
+    from any other value and passes it on (README: keep secrets out of this node's pods)."""
+    job = build_job(pod(env=[{"name": "TOKEN", "value": "resolved-by-the-kubelet"}]), [],
+                    "nunet.io", MODELS)
+    assert job["jobenv"] == {"TOKEN": "resolved-by-the-kubelet"}
+
+
+@pytest.mark.parametrize(("volume", "message"), [
+    ({"secret": {"secretName": "creds"}}, "volume 'v' .*Secret 'creds'.* never sends"),
+    ({"configMap": {"name": "files"}}, "volume 'v' .*config map 'files' as files"),
+    ({"projected": {"sources": [{"secret": {"name": "creds"}}]}},
+     "projecting Secret 'creds'"),
+    ({"projected": {"sources": [{"configMap": {"name": "files"}}]}}, "config map 'files'"),
+])
+def test_mounted_config_maps_and_secrets_are_refused_naming_the_volume(volume, message) -> None:
+    mounted = pod(volumeMounts=[{"name": "v", "mountPath": "/data"}])
+    mounted["spec"]["volumes"] = [{"name": "v", **volume}]
+    with pytest.raises(PodRejected, match=message):
+        build_job(mounted, [], "nunet.io", MODELS)
+
+
+def test_the_service_account_token_volume_is_left_out() -> None:
+    mounted = pod(volumeMounts=[{"name": "kube-api-access-x", "mountPath": "/var/run/sa"}])
+    mounted["spec"]["volumes"] = [{"name": "kube-api-access-x", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": []}}]}}]
+    assert build_job(mounted, [], "nunet.io", MODELS)["job"] == "busybox"

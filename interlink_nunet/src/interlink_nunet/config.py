@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from interlink_nunet.names import check_prefix
+
+
+class NodeTaint(BaseModel):
+    """A taint as interLink's ping answer carries it (``TaintResponse``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(min_length=1)
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
 
 
 class Settings(BaseSettings):
@@ -34,6 +44,15 @@ class Settings(BaseSettings):
     gpu_only: bool = Field(False, description="advertise only the peers that have GPUs")
     pods: int = Field(110, ge=1, description="pods the virtual node accepts")
     peers_cache_seconds: float = Field(30.0, ge=0, description="how long a peers dump is reused")
+    cancel_retry_seconds: float = Field(
+        15.0, gt=0, description="pause between retries of the cancels DMS has not confirmed")
+    stale_taint: str = Field(
+        "nunet.io/resources-stale", description="key of the NoSchedule taint the ping asks "
+        "for while DMS's peers dump fails (interLink 0.6.2 and later); empty for none")
+    node_taints: list[NodeTaint] = Field(
+        default_factory=list, description="the node's other taints, as a JSON list of "
+        "{key, value, effect}: interLink 0.6.2 replaces the node's taints with the ping's")
+    send_taints: bool = Field(True, description="answer the ping with the node's taints")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @field_validator("resource_prefix")

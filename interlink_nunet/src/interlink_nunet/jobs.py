@@ -1,12 +1,13 @@
 """A Kubernetes pod as a NuNet DMS job (the payload of ``POST /orchestrator/postJob``).
 
 ``job`` is the image, ``jobparams`` the command and arguments, ``jobenv`` the environment
-(values and config map references; never secrets), ``requiredCapability`` the resources
-asked for: CPU cores, RAM in MiB and, from an extended resource such as
-``nunet.io/gpu.nvidia.rtx.3080.10gb`` or ``nvidia.com/gpu``, the GPU brand, model, VRAM
-and count; ``executor: docker``; ``time.max_time`` from ``activeDeadlineSeconds``.
-DMS runs one image per job, so a pod with more than one container (init containers
-included) is refused with a reason rather than cut down.
+(values and config map references; never secret references: a value the virtual kubelet
+already resolved from a Secret arrives as a plain value and cannot be told apart),
+``requiredCapability`` the resources asked for: CPU cores, RAM in MiB and, from an
+extended resource such as ``nunet.io/gpu.nvidia.rtx.3080.10gb`` or ``nvidia.com/gpu``,
+the GPU brand, model, VRAM and count; ``executor: docker``; ``time.max_time`` from
+``activeDeadlineSeconds``. DMS runs one image per job, so a pod with more than one
+container (init containers included) is refused with a reason rather than cut down.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from interlink_nunet.resources import GpuModel
 
 GENERIC_GPU = {"nvidia.com/gpu": "nvidia", "amd.com/gpu": "amd", "gpu.intel.com/i915": "intel"}
 LEGACY_GPU_PREFIX = "nunet.gpu."  # the seed's names, without a domain
+# the cluster's CA, which Kubernetes projects with the service account token into every pod
+SERVICE_ACCOUNT_CA = "kube-root-ca.crt"
 
 
 class PodRejected(ValueError):
@@ -52,6 +55,7 @@ def build_job(pod: dict, config_maps: list[dict], prefix: str,
     container = containers[0]
     if not container.get("image"):
         raise PodRejected(f"spec.containers[0].image of pod {namespace}/{name} is empty")
+    check_volumes(spec, container, where=f"pod {namespace}/{name}")
     params = [*(container.get("command") or []), *(container.get("args") or [])]
     job: dict[str, Any] = {
         "job": container["image"],
@@ -104,8 +108,55 @@ def _config_map(maps: dict, name: str | None, optional: bool | None, where: str)
         return maps[name]
     if optional:
         return {}
-    raise PodRejected(f"{where}: config map {name!r} was not sent with the pod; interLink "
-                      "sends the config maps a pod references, so create it in the namespace")
+    # interLink 0.6.2 (pkg/interlink/api/func.go, retrieveData) sends a container only the
+    # config maps it mounts as volumes; the virtual kubelet resolves envFrom itself, and
+    # env valueFrom only with SkipDownwardAPIResolution, which resolves secretKeyRef too.
+    raise PodRejected(
+        f"{where}: config map {name!r} was not sent with the pod: interLink sends only the "
+        "config maps a container mounts as volumes. Mount config map "
+        f"{name!r} as a volume of the container (its keys are then resolved here), or use "
+        "envFrom configMapRef, which the virtual kubelet resolves itself. Setting the "
+        "virtual kubelet's SkipDownwardAPIResolution would resolve it too, but also turns "
+        "secretKeyRef into plain values that reach DMS")
+
+
+def referenced_config_maps(container: dict) -> set[str]:
+    """The config maps the container's environment refers to."""
+    names = {(s.get("configMapRef") or {}).get("name") for s in container.get("envFrom") or []}
+    names |= {((v.get("valueFrom") or {}).get("configMapKeyRef") or {}).get("name")
+              for v in container.get("env") or []}
+    return {n for n in names if n}
+
+
+def check_volumes(spec: dict, container: dict, where: str) -> None:
+    """A NuNet job takes no files from the pod: a mounted Secret or config map would be
+    silently missing, so it is refused naming the volume. A config map the environment
+    refers to may be mounted (interLink sends it only then) and is used for the
+    environment; the service account's projected volume (token, ``kube-root-ca.crt``,
+    namespace) is left out."""
+    volumes = {v.get("name"): v for v in spec.get("volumes") or [] if isinstance(v, dict)}
+    env_maps = referenced_config_maps(container)
+    for mount in container.get("volumeMounts") or []:
+        name = mount.get("name")
+        volume = volumes.get(name) or {}
+        at = f"volume {name!r} (mounted at {mount.get('mountPath')!r})"
+        if volume.get("secret") is not None:
+            raise _secret(where, f"volume {name!r} (mounted at {mount.get('mountPath')!r}, "
+                          f"Secret {volume['secret'].get('secretName')!r})")
+        sources = [volume["configMap"]] if volume.get("configMap") is not None else []
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if source.get("secret") is not None:
+                raise _secret(where, f"volume {name!r} (mounted at {mount.get('mountPath')!r},"
+                              f" projecting Secret {source['secret'].get('name')!r})")
+            if source.get("configMap") is not None and \
+                    source["configMap"].get("name") != SERVICE_ACCOUNT_CA:
+                sources.append(source["configMap"])
+        for config_map in sources:
+            if config_map.get("name") not in env_maps:
+                raise PodRejected(
+                    f"{where}: {at} mounts config map {config_map.get('name')!r} as files; a "
+                    "NuNet job takes no files from the pod. Refer to its keys from env "
+                    "(configMapKeyRef or envFrom) instead, or build them into the image")
 
 
 def _secret(where: str, what: str) -> PodRejected:

@@ -29,6 +29,13 @@ class PluginMetrics:
         mapped = Gauge("nunet_plugin_mapped_jobs", "pods with a NuNet job",
                        registry=self.registry)
         mapped.set_function(mapped_jobs)
+        self.pending_cancels = Gauge(
+            "nunet_plugin_pending_cancels", "deleted pods whose NuNet job DMS has not confirmed "
+            "cancelled yet (retried in the background)", registry=self.registry)
+        self.resources_age = Gauge(
+            "nunet_plugin_resources_age_seconds", "age of the resources the ping answers: "
+            "seconds since DMS last answered the peers dump (-1 before the first)",
+            registry=self.registry)
 
     @contextmanager
     def dms_call(self, operation: str) -> Iterator[None]:

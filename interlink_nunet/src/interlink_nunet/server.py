@@ -64,9 +64,11 @@ async def serve(settings: Settings) -> None:
     log.info("NuNet plugin on %s:%s%s, DMS %s, %d mapped jobs", settings.host, settings.port,
              f" and unix://{settings.socket}" if settings.socket else "", settings.dms_url,
              provider.store.count())
+    provider.start()
     try:
         await asyncio.gather(*runs)
     finally:
+        provider.stop()
         provider.dms.close()
         provider.store.close()
 
