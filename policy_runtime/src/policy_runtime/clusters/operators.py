@@ -39,6 +39,9 @@ MAX_REGEXES = 8
 # Operators whose list holds values to compare, where a {$regex: ...} is no pattern.
 _VALUE_LISTS = frozenset({"$in", "$nin", "$all"})
 MAX_DEPTH = 32
+# An update path may address array elements by index ("nodes.nodeData.3.status"); a
+# far index would pad the array with nulls (40 bytes of request, megabytes of document).
+MAX_ARRAY_INDEX = 10_000
 # BSON stores integers in 64 bits; larger ones cannot be stored or compared.
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -141,10 +144,20 @@ def check_update(update: Any) -> None:
             raise OperatorError(f"update.{operator}: must be a non-empty object of fields")
         for field, value in fields.items():
             _check_field(field, f"update.{operator}")
+            _check_indexes(field, f"update.{operator}")
             if field == "id" or field.startswith("id."):
                 raise OperatorError(f"update.{operator}: the cluster id cannot be changed")
             push = operator in ("$push", "$addToSet")
             _check_value(value, f"update.{operator}.{field}", push=push)
+
+
+def _check_indexes(field: str, where: str) -> None:
+    for part in field.split("."):
+        if part.isdigit() and int(part) > MAX_ARRAY_INDEX:
+            raise OperatorError(
+                f"{where}: array index {part} in {field!r} is beyond {MAX_ARRAY_INDEX}; "
+                "address an existing element, or $push to append"
+            )
 
 
 def _check_value(value: Any, where: str, push: bool = False, depth: int = 0) -> None:

@@ -22,6 +22,7 @@ import uuid
 import zlib
 from collections.abc import Callable
 
+import bson
 import pymongo
 from pydantic import ValidationError
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
@@ -44,6 +45,10 @@ _HIDDEN = {"_id": 0, _REVISION: 0}
 _CAS_ATTEMPTS = 20
 _CAS_MAX_PAUSE_SECONDS = 0.05
 MAX_QUERY_LIMIT = 1000
+# A cluster of 10,000 nodes takes about 5 MiB; every update rewrites the whole document,
+# so one that grew without bound would slow every later update and query of it.
+MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
+MAX_REPORTED_ERRORS = 20
 _WRITER_LOCKS = [threading.Lock() for _ in range(64)]
 
 
@@ -76,18 +81,31 @@ class InvalidCluster(ValueError):
 
 
 def validated(document: dict) -> dict:
-    """The document as the model normalises it; InvalidCluster naming each bad field."""
+    """The document as the model normalises it; InvalidCluster naming each bad field
+    (at most MAX_REPORTED_ERRORS of them: an answer summarises, it never echoes a
+    document), or naming the size when it is over MAX_DOCUMENT_BYTES."""
     try:
         check_document(document)
-        return ClusterDocument.model_validate(document).model_dump(mode="json")
+        clean = ClusterDocument.model_validate(document).model_dump(mode="json")
     except OperatorError as exc:
         raise InvalidCluster(str(exc)) from None
     except ValidationError as exc:
         errors = [
-            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors()[:MAX_REPORTED_ERRORS]
         ]
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+        more = exc.error_count() - len(errors)
+        if more > 0:
+            where += f" (and {more} more)"
         raise InvalidCluster(f"the cluster document is invalid: {where}", errors) from None
+    size = len(bson.encode(clean))
+    if size > MAX_DOCUMENT_BYTES:
+        raise InvalidCluster(
+            f"the cluster document would be {size} bytes; the limit is {MAX_DOCUMENT_BYTES} "
+            "(remove entries rather than adding more)"
+        )
+    return clean
 
 
 def normalised(document: dict) -> dict:
