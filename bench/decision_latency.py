@@ -2,7 +2,8 @@
 
 (a) a plain CPython call of the policy class, (b) the same call through the
 RestrictedPython sandbox in-process, (c) a decision through the warm worker pool,
-(d) a bare pipe round trip to another process carrying the same JSON payload.
+(d) a bare pipe round trip to another process carrying the same JSON payload; and (b2),
+(b) with the isolation defences a worker runs with (see sandbox/isolation.py).
 Prints p50/p99 of each and the ratios b/a (sandbox cost) and c/d (pool cost over raw IPC).
 Targets: b/a <= 3, c/d <= 1.5, p99 of (c) <= 1 ms.
 """
@@ -10,14 +11,17 @@ Targets: b/a <= 3, c/d <= 1.5, p99 of (c) <= 1 ms.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import subprocess
 import sys
 
 from common import example_policy, percentiles, time_calls, time_interleaved, verdict
-from policy_runtime.sandbox import protocol
+from policy_runtime.sandbox import isolation, protocol
+from policy_runtime.sandbox.builtins import POLICY_BUILTINS
 from policy_runtime.sandbox.compiler import compile_policy
 from policy_runtime.sandbox.executor import evaluate, load_policy
+from policy_runtime.sandbox.modules import exposed_objects
 from policy_runtime.sandbox.pool import PolicyCall, WorkerPool
 
 # The echo peer of (d): decode each frame and send it back encoded, as a worker does.
@@ -113,16 +117,27 @@ def main() -> int:
         echo.stdin.close()
         echo.wait()
 
+    # (b) again with the worker's isolation defences armed (shared-state watch, collector
+    # off, each call collecting its own garbage): their per-decision cost is b2 - b.
+    print("measuring (b2) in-process restricted call with worker isolation ...", flush=True)
+    isolation.arm([*exposed_objects(), *POLICY_BUILTINS.values()])
+    try:
+        results["b2"] = percentiles(time_calls(restricted, args.iterations))
+    finally:
+        isolation.watch = None
+        gc.enable()
+
     labels = {
         "a": "plain CPython call",
         "b": "restricted, in-process",
+        "b2": "b + worker isolation",
         "c": "worker pool decision",
         "d": "bare pipe round trip",
     }
     print(f"\n{'':4}{'':26}{'p50 us':>10}{'p99 us':>10}")
     for key, label in labels.items():
         p50, p99 = results[key]
-        print(f"({key}) {label:26}{p50:10.1f}{p99:10.1f}")
+        print(f"({key}) {label:{27 - len(key)}}{p50:10.1f}{p99:10.1f}")
     b_over_a = results["b"][0] / results["a"][0]
     c_over_d = results["c"][0] / results["d"][0]
     c_p99_ms = results["c"][1] / 1000

@@ -20,6 +20,8 @@ from policy_runtime.errors import (
 from policy_runtime.sandbox.builtins import POLICY_BUILTINS, PRINT_GUARD
 from policy_runtime.sandbox.compiler import POLICY_FILENAME, PolicyContract, check_contract
 from policy_runtime.sandbox.guards import GUARDS, GuardViolation, violations
+from policy_runtime.sandbox.isolation import check_shared_state, end_of_call
+from policy_runtime.sandbox.output import plain_result
 
 
 class CpuTimeExceeded(BaseException):
@@ -49,20 +51,47 @@ def _at(line: int | None) -> str:
     return f" (line {line})" if line else ""
 
 
+def _message(exc: BaseException) -> str:
+    # str() of a policy's own exception class runs policy code, which may fail too.
+    try:
+        return str(exc)
+    except BaseException:  # anything the policy raised
+        return "(the exception's message could not be read)"
+
+
 def _typed(exc: BaseException) -> PolicyRuntimeError:
     """The typed error a failure inside policy code is reported as."""
     if isinstance(exc, PolicyRuntimeError):
         return exc
     line = _policy_line(exc.__traceback__)
     if isinstance(exc, GuardViolation):
-        return SandboxViolation(f"{exc}{_at(line)}", line=line)
+        return SandboxViolation(f"{_message(exc)}{_at(line)}", line=line)
     if isinstance(exc, CpuTimeExceeded):
         return Timeout("the policy used more CPU time than its limit allows")
     if isinstance(exc, MemoryError):
         return MemoryLimit("the policy needed more memory than its limit allows")
     if isinstance(exc, RecursionError):
         return PolicyError(f"RecursionError: maximum recursion depth exceeded{_at(line)}")
-    return PolicyError(f"{type(exc).__name__}: {exc}{_at(line)}", line=line)
+    return PolicyError(f"{type(exc).__name__}: {_message(exc)}{_at(line)}", line=line)
+
+
+def finish_call(error: PolicyRuntimeError | None) -> PolicyRuntimeError | None:
+    """End a call into policy code, inside its accounting; the error it ends with.
+
+    Frees what the call left behind (its finalizers run now, as part of this call),
+    then checks shared state and the guards' violations: a change to state other
+    policies share, then a guard violation, win over any other outcome.
+    """
+    try:
+        end_of_call()
+    except BaseException as exc:  # e.g. the CPU limit inside a finalizer
+        error = error or _typed(exc)
+    change = check_shared_state()
+    if change is not None:
+        return SandboxViolation(f"{change}: policies must not change state they share")
+    if violations:
+        return _typed(violations.pop())
+    return error
 
 
 def run_guarded(func: Callable[..., Any], *args: Any) -> Any:
@@ -75,12 +104,12 @@ def run_guarded(func: Callable[..., Any], *args: Any) -> Any:
     if violations:
         violations.clear()
     error: PolicyRuntimeError | None = None
+    result = None
     try:
         result = func(*args)
     except BaseException as exc:
         error = _typed(exc)
-    if violations:
-        error = _typed(violations.pop())
+    error = finish_call(error)
     if error is not None:
         raise error from None
     return result
@@ -109,13 +138,14 @@ def evaluate(
     if violations:
         violations.clear()
     error: PolicyRuntimeError | None = None
+    instance = result = None
     try:
         instance = policy.policy_class(rule_id, settings, parameters)
-        result = instance.eval(parameters, input_data, context)
+        result = plain_result(instance.eval(parameters, input_data, context))
     except BaseException as exc:
         error = _typed(exc)
-    if violations:
-        error = _typed(violations.pop())
+    instance = None  # freed now, inside this call, with everything else it holds
+    error = finish_call(error)
     if error is not None:
         raise error from None
     return result
@@ -133,5 +163,13 @@ def manage(
     """Call the policy's optional ``management(action, data)`` method."""
     if not policy.has_management:
         raise PolicyError("the policy does not define management(action, data)")
-    instance = run_guarded(policy.policy_class, rule_id, settings, parameters)
-    return run_guarded(instance.management, action, data)
+    return run_guarded(
+        _management, policy.policy_class, rule_id, settings, parameters, action, data
+    )
+
+
+def _management(
+    policy_class: type, rule_id: str, settings: dict, parameters: dict, action: str, data: Any
+) -> Any:
+    # One call, so that the instance is freed inside it.
+    return plain_result(policy_class(rule_id, settings, parameters).management(action, data))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 import types
+from abc import ABCMeta
 from typing import Any
 
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
@@ -97,6 +98,10 @@ def guarded_getattr(obj: Any, name: object, default: Any = _RAISE) -> Any:
         _check_name(name)
     if type(obj) in _OPAQUE_TYPES or isinstance(obj, _ModuleType):
         raise GuardViolation(f"attributes of {type(obj).__name__} objects are not accessible")
+    if name == "register" and isinstance(obj, ABCMeta):
+        # ABCMeta.register() changes isinstance() answers for every policy in the worker
+        # (a policy's own subclass of an ABC too: its base class consults it).
+        raise GuardViolation("registering classes with an abstract base class is not allowed")
     if default is _RAISE:
         return getattr(obj, name)  # type: ignore[arg-type] - checked above
     return getattr(obj, name, default)  # type: ignore[arg-type]

@@ -8,6 +8,11 @@ import resource
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1024 * 1024
+# What a worker may keep allocated between calls (compiled policies, what a policy's
+# module-level names hold) before it is replaced; each call's own memory limit counts
+# from what is allocated when it starts, so what earlier calls keep never counts
+# against it.
+RETAINED_LIMIT_MB = 64
 
 
 def address_space_bytes() -> int:
@@ -16,25 +21,40 @@ def address_space_bytes() -> int:
         return int(statm.read().split()[0]) * _PAGE
 
 
+class AddressSpace:
+    """address_space_bytes() for a measurement after every call: the file stays open."""
+
+    def __init__(self) -> None:
+        self._fd = os.open("/proc/self/statm", os.O_RDONLY)
+
+    def current(self) -> int:
+        return int(os.pread(self._fd, 128, 0).split()[0]) * _PAGE
+
+
 def apply_process_limits(max_memory_mb: int) -> int:
     """Limits that hold for the worker's whole life; returns its baseline address space.
 
     No core dumps, no file writes, and an address-space ceiling of the baseline plus the
-    service-wide memory cap that no single evaluation can raise.
+    service-wide memory cap (plus what the worker may retain between calls) that no
+    single evaluation can raise.
     """
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     baseline = address_space_bytes()
-    ceiling = baseline + max_memory_mb * MIB
+    ceiling = baseline + (max_memory_mb + RETAINED_LIMIT_MB) * MIB
     resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
     return baseline
 
 
 class CallLimits:
-    """Per-evaluation memory and CPU limits, set before a call and lifted after it."""
+    """Per-evaluation memory and CPU limits, set before a call and lifted after it.
 
-    def __init__(self, baseline: int, memory_mb: int, timeout_seconds: float) -> None:
-        self._memory = baseline + memory_mb * MIB
+    ``allocated`` is the worker's address space when the call starts: the call may
+    allocate ``memory_mb`` on top of it.
+    """
+
+    def __init__(self, allocated: int, memory_mb: int, timeout_seconds: float) -> None:
+        self._memory = allocated + memory_mb * MIB
         self._cpu_seconds = max(1, math.ceil(timeout_seconds))
 
     def __enter__(self) -> CallLimits:

@@ -8,6 +8,7 @@ else of the module can be reached through it.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from policy_runtime.sandbox.guards import GuardViolation, is_policy_class
+from policy_runtime.sandbox.isolation import CACHING_MODULES, imported
 
 # ``None`` means every public name of the module (``__all__`` where it has one, else names
 # without a leading underscore), minus submodules and the names in _EXCLUDED.
@@ -75,9 +77,19 @@ def _total_ordering_for_policy_classes(cls: type) -> type:
     return functools.total_ordering(cls)
 
 
+def _deepcopy_with_plain_memo(x: Any, memo: dict | None = None) -> Any:
+    # deepcopy() passes its shared default list (``_nil``) to ``memo.get``: a policy's
+    # dict subclass as memo would receive it and could leave data in it for the next
+    # policy. A plain dict's get() runs no policy code.
+    if memo is not None and type(memo) is not dict:
+        raise GuardViolation("copy.deepcopy() accepts only a plain dict as memo")
+    return copy.deepcopy(x, memo)
+
+
 # Names whose real function needs a guard in front of it.
 _REPLACED: dict[str, dict[str, Any]] = {
     "functools": {"total_ordering": _total_ordering_for_policy_classes},
+    "copy": {"deepcopy": _deepcopy_with_plain_memo},
 }
 
 
@@ -152,6 +164,16 @@ def _build_proxy(name: str) -> ModuleProxy:
 PROXIES: dict[str, ModuleProxy] = {name: _build_proxy(name) for name in ALLOWED_MODULES}
 
 
+def exposed_objects() -> list[Any]:
+    """Every object the module proxies hand out, and the real functions behind the
+    replaced ones (the roots of the shared-state watch)."""
+    exposed = [value for proxy in PROXIES.values() for value in proxy._members.values()]
+    for name, replaced in _REPLACED.items():
+        module = importlib.import_module(name)
+        exposed.extend(getattr(module, attr) for attr in replaced)
+    return exposed
+
+
 def guarded_import(
     name: str,
     globals: dict | None = None,
@@ -173,6 +195,8 @@ def guarded_import(
     if level != 0:
         raise GuardViolation("relative imports are not allowed in policies")
     proxy = PROXIES.get(name)
+    if name in CACHING_MODULES:
+        imported.add(name)
     if proxy is None:
         allowed = ", ".join(sorted(ALLOWED_MODULES))
         raise GuardViolation(f"import of {name!r} is not allowed; policies may import: {allowed}")

@@ -361,6 +361,14 @@ class WorkerPool:
                 f"the call cannot be passed to the sandbox ({exc}): send only JSON values "
                 "(finite numbers, valid UTF-8 text)"
             ) from None
+        if isinstance(exc, (protocol.FrameError, ValueError, RecursionError)):
+            # The answer cannot be read (workers never send such answers; this is the
+            # backstop): the worker is not trusted again.
+            self._replace(worker, "unreadable answer")
+            raise PolicyError(
+                "the sandbox worker sent an answer that cannot be read; "
+                "the policy's result was discarded"
+            ) from None
         self._replace(worker, "interrupted")  # e.g. the caller was cancelled mid-call
         raise exc
 
@@ -376,11 +384,19 @@ class WorkerPool:
                 f"the sandbox worker stopped unexpectedly (exit status {code}); "
                 "the policy was not evaluated"
             )
+        # A worker asks to be replaced when a call left state behind that the next
+        # caller must not meet (retained memory, changed shared state).
+        recycle = bool(answer.get("recycle"))
         if answer.get("ok"):
-            self._release(worker)
+            if recycle:
+                self._replace(worker, "recycle")
+            else:
+                self._release(worker)
             return answer["result"]
         error = error_from_dict(answer.get("error") or {})
-        if isinstance(error, _RECYCLE_AFTER):
+        if recycle:
+            self._replace(worker, "recycle")
+        elif isinstance(error, _RECYCLE_AFTER):
             self._replace(worker, error.type_name.lower())
         else:
             self._release(worker)

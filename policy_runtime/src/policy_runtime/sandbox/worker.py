@@ -18,10 +18,19 @@ from collections import OrderedDict
 from typing import Any
 
 from policy_runtime.errors import InvalidOutput, InvalidPolicy, PolicyRuntimeError
-from policy_runtime.sandbox import protocol
+from policy_runtime.sandbox import isolation, protocol
+from policy_runtime.sandbox.builtins import POLICY_BUILTINS
 from policy_runtime.sandbox.compiler import PolicyContract, compile_policy
 from policy_runtime.sandbox.executor import CpuTimeExceeded, evaluate, load_policy, manage
-from policy_runtime.sandbox.limits import CallLimits, apply_process_limits
+from policy_runtime.sandbox.limits import (
+    MIB,
+    RETAINED_LIMIT_MB,
+    AddressSpace,
+    CallLimits,
+    apply_process_limits,
+)
+from policy_runtime.sandbox.modules import exposed_objects
+from policy_runtime.sandbox.output import safe_text
 
 CACHE_SIZE = 128
 
@@ -39,6 +48,8 @@ class Worker:
 
     def __init__(self, baseline: int) -> None:
         self._baseline = baseline
+        self._size = baseline  # the address space after the last call
+        self._memory = AddressSpace()
         self._cache: OrderedDict[str, PolicyContract] = OrderedDict()
 
     def _policy(self, request: dict) -> PolicyContract | None:
@@ -79,34 +90,100 @@ class Worker:
         raise ValueError(f"unknown op {op!r}")
 
     def handle(self, request: dict) -> bytes:
+        """The encoded answer to one request; never raises for anything a policy does."""
         started = time.perf_counter()
-        limits = CallLimits(self._baseline, request["memory_mb"], request["timeout"])
+        try:
+            answer = self._answer(request, started)
+        except BaseException as exc:  # the last line of defence
+            answer = {"ok": False, "error": _internal_error(exc)}
+        recycle = self._retained_too_much() or isolation.tainted
+        if recycle:
+            answer["recycle"] = True
+        try:
+            return _encode_answer(answer)
+        except MemoryError:  # encoding a large result: the worker's own ceiling
+            answer = {
+                "ok": False,
+                "recycle": True,
+                "error": {"type": "MemoryLimit", "message": "out of memory encoding the result"},
+            }
+            return protocol.encode(answer)
+        except (protocol.UnencodableMessage, RecursionError):  # not for plain values
+            return protocol.encode(
+                {"ok": False, "recycle": recycle, "error": _internal_error(None)}
+            )
+
+    def _answer(self, request: dict, started: float) -> dict:
+        limits = CallLimits(self._size, request["memory_mb"], request["timeout"])
         try:
             with limits:
                 policy = self._policy(request)
                 if policy is None:
-                    return protocol.encode({"need_source": True})
+                    return {"need_source": True}
                 result = self._run(request, policy)
-                try:
-                    return protocol.encode(
-                        {
-                            "ok": True,
-                            "result": result,
-                            "worker_ms": (time.perf_counter() - started) * 1000,
-                        }
-                    )
-                except (TypeError, ValueError, RecursionError) as exc:
-                    raise InvalidOutput(f"the policy's result is not JSON: {exc}") from None
+                return {
+                    "ok": True,
+                    "result": result,
+                    "worker_ms": (time.perf_counter() - started) * 1000,
+                }
         except PolicyRuntimeError as exc:
-            return protocol.encode({"ok": False, "error": exc.to_dict()})
+            return {"ok": False, "error": exc.to_dict()}
         except MemoryError:
-            return protocol.encode(
-                {"ok": False, "error": {"type": "MemoryLimit", "message": "out of memory"}}
-            )
+            return {"ok": False, "error": {"type": "MemoryLimit", "message": "out of memory"}}
         except CpuTimeExceeded:
-            return protocol.encode(
-                {"ok": False, "error": {"type": "Timeout", "message": "CPU time limit reached"}}
-            )
+            return {
+                "ok": False,
+                "error": {"type": "Timeout", "message": "CPU time limit reached"},
+            }
+
+    def _retained_too_much(self) -> bool:
+        """Measure what stays allocated after the call; True above RETAINED_LIMIT_MB."""
+        self._size = self._memory.current()
+        return self._size - self._baseline > RETAINED_LIMIT_MB * MIB
+
+
+def _internal_error(exc: BaseException | None) -> dict:
+    kind = type(exc).__name__ if exc is not None else "an unencodable answer"
+    return {
+        "type": "PolicyError",
+        "message": f"the sandbox could not complete the call ({kind}); the policy's result "
+        "was discarded",
+    }
+
+
+def _encode_answer(answer: dict) -> bytes:
+    """``answer`` as a frame payload: errors made encodable, results checked for size."""
+    if "error" in answer:
+        error = answer["error"]
+        answer["error"] = {
+            "type": safe_text(str(error.get("type", "PolicyError"))),
+            "message": safe_text(str(error.get("message", ""))),
+        }
+        return protocol.encode(answer)
+    try:
+        payload = protocol.encode(answer)
+    except protocol.UnencodableMessage as exc:
+        return _encode_answer(
+            {**_without_result(answer), "error": _invalid_output(
+                f"the policy's result is not JSON: {exc}")}
+        )
+    if len(payload) > protocol.MAX_FRAME_BYTES:
+        return _encode_answer(
+            {**_without_result(answer), "error": _invalid_output(
+                f"the policy's result is {len(payload)} bytes of JSON, over the limit of "
+                f"{protocol.MAX_FRAME_BYTES} bytes")}
+        )
+    return payload
+
+
+def _without_result(answer: dict) -> dict:
+    return {k: v for k, v in answer.items() if k not in ("result", "worker_ms", "ok")} | {
+        "ok": False
+    }
+
+
+def _invalid_output(message: str) -> dict:
+    return InvalidOutput(message).to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         __import__(name)
     signal.signal(signal.SIGXCPU, _on_sigxcpu)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    # From here on no automatic garbage collection: each call collects its own garbage.
+    isolation.arm([*exposed_objects(), *POLICY_BUILTINS.values()])
     baseline = apply_process_limits(args.max_memory_mb)
     worker = Worker(baseline)
     try:
@@ -132,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
             payload = protocol.read_frame(0)
             if payload is None:  # the parent closed the pipe or died
                 return 0
-            protocol.write_frame(out_fd, worker.handle(protocol.decode(payload)))
+            answer = worker.handle(protocol.decode(payload))
+            protocol.write_frame(out_fd, answer)
+            if isolation.tainted:  # the pool replaces this worker; serve no one else
+                return 0
     except BrokenPipeError:  # the parent went away while we answered: nothing to report
         return 0
 

@@ -1,0 +1,121 @@
+"""What leaves the sandbox: a policy's result as plain JSON values, errors as safe text.
+
+A policy's result is copied into exact ``dict``/``list``/``str``/``int``/``float``/
+``bool``/``None`` values inside the policy's own evaluation, reading subclasses through
+the builtin types' own methods (``dict.items(d)``, never ``d.items()``): encoding it
+afterwards runs no policy code and cannot fail half-way through a reply. Results nested
+deeper than ``MAX_RESULT_DEPTH`` are refused, since the receiving side decodes JSON
+recursively.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from policy_runtime.errors import InvalidOutput
+
+MAX_RESULT_DEPTH = 64
+# Error messages are for people: longer ones are cut, so a reply always fits a frame.
+MAX_MESSAGE_CHARS = 4096
+
+
+def _key(key: Any) -> Any:
+    # The key types json.dumps accepts, as exact values.
+    if key is None or key is True or key is False:
+        return key
+    if isinstance(key, str):
+        return str.__str__(key)
+    if isinstance(key, int):
+        return int.__int__(key)
+    if isinstance(key, float):
+        return _float(float.__float__(key))
+    raise InvalidOutput(
+        f"the policy's result is not JSON: keys must be str, int, float, bool or None, "
+        f"not {type(key).__name__}"
+    )
+
+
+def _float(value: float) -> float:
+    if not math.isfinite(value):
+        raise InvalidOutput(f"the policy's result is not JSON: {value!r} is not a JSON number")
+    return value
+
+
+def _plain(value: Any, depth: int) -> Any:
+    cls = type(value)
+    if cls is str or cls is int or cls is bool or value is None:
+        return value
+    if cls is float:
+        return _float(value)
+    if depth >= MAX_RESULT_DEPTH:
+        raise InvalidOutput(
+            f"the policy's result is nested deeper than {MAX_RESULT_DEPTH} levels"
+        )
+    depth += 1
+    if isinstance(value, dict):
+        return {_key(k): _plain(v, depth) for k, v in dict.items(value)}
+    if isinstance(value, (list, tuple)):
+        items = list.__iter__(value) if isinstance(value, list) else tuple.__iter__(value)
+        return [_plain(v, depth) for v in items]
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bool):  # bool cannot be subclassed; kept for clarity
+        return bool(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return _float(float.__float__(value))
+    raise InvalidOutput(
+        f"the policy's result is not JSON: {type(value).__name__} is not a JSON type"
+    )
+
+
+# Floats count as plain here: json.dumps(allow_nan=False) refuses NaN and infinities when
+# the answer is encoded, and that is reported as InvalidOutput too.
+_EXACT_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _exact(value: Any, depth: int) -> bool:
+    """True when ``value`` already is plain JSON (exact types, str keys, within the depth
+    limit): the common case, checked without copying anything."""
+    cls = type(value)
+    if cls in _EXACT_SCALARS:
+        return True
+    if depth >= MAX_RESULT_DEPTH:
+        return False
+    depth += 1
+    if cls is dict:
+        for key in value:
+            if type(key) is not str:
+                return False
+        items: Any = value.values()
+    elif cls is list or cls is tuple:
+        items = value
+    else:
+        return False
+    for item in items:
+        if type(item) not in _EXACT_SCALARS and not _exact(item, depth):
+            return False
+    return True
+
+
+def plain_result(value: Any) -> Any:
+    """``value`` as exact JSON types; InvalidOutput if it is not JSON or nested too deep.
+
+    A value that already is plain JSON is returned as it is.
+    """
+    if _exact(value, 0):
+        return value
+    return _plain(value, 0)
+
+
+def safe_text(text: str) -> str:
+    """``text`` encodable as UTF-8 (lone surrogates escaped) and at most MAX_MESSAGE_CHARS."""
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[:MAX_MESSAGE_CHARS] + " [...]"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode()
+    return text
