@@ -141,6 +141,7 @@ def stop(local: Local) -> None:
 
 def run(local: Local, manifests: Path) -> int:
     url = start(local)
+    token = owner_token(local, url)
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
            "ANSIBLE_COLLECTIONS_PATH": str(REPO / "build" / "collections"),
@@ -158,9 +159,63 @@ def run(local: Local, manifests: Path) -> int:
         print(f"\nplaybooks/local.yml failed (exit {done.returncode}); the runtime's log is "
               f"{local.log_file}; `make stop` stops the runtime")
         return done.returncode
+    if tenant_demo(local, url, token) != 0:
+        return 1
     print(f"\nThe runtime keeps running at {url} (API docs: {url}/docs).")
     print(f'  try:   curl -H "Authorization: Bearer $(cat {local.token_file})" {url}/clusters')
     print("  stop:  make stop")
+    try:
+        tools = bin_dir.relative_to(REPO)
+    except ValueError:
+        tools = bin_dir
+    print(f"  tools: aios-policy (eval, check, test) and ansible-playbook are in {tools}/; "
+          f'put them on PATH with  export PATH="$PWD/{tools}:$PATH"  and the collection '
+          f"with  export ANSIBLE_COLLECTIONS_PATH=$PWD/build/collections")
+    return 0
+
+
+OTHER_CLUSTER_ID = "cluster-west-vision-001"
+
+
+def owner_token(local: Local, url: str) -> str:
+    """A fresh cluster-owner token of the sample cluster (its owner's, not the admin's),
+    kept in ``owner-token`` (mode 0600); the playbook's governed updates use it."""
+    admin = {"Authorization": f"Bearer {local.token()}"}
+    name = f"owner-{LOCAL_CLUSTER_ID}"
+    httpx.delete(f"{url}/tokens/{name}", headers=admin, timeout=30)  # a fresh one each run
+    created = httpx.post(f"{url}/tokens", headers=admin, timeout=30, json={
+        "name": name, "role": "cluster-owner", "clusters": [LOCAL_CLUSTER_ID]})
+    created.raise_for_status()
+    owner_file = local.dir / "owner-token"
+    owner_file.unlink(missing_ok=True)
+    fd = os.open(owner_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(created.json()["token"] + "\n")
+    return created.json()["token"]
+
+
+def tenant_demo(local: Local, url: str, token: str) -> int:
+    """What the owner's token did (the playbook's governed updates, from the audit log),
+    and its attempt on another cluster, refused with 403."""
+    admin = {"Authorization": f"Bearer {local.token()}"}
+    owner = {"Authorization": f"Bearer {token}"}
+    name = f"owner-{LOCAL_CLUSTER_ID}"
+    created = httpx.get(f"{url}/tokens/{name}", headers=admin, timeout=30).json()["created"]
+    print(f"\nTenants: token {name!r} (role cluster-owner, scope {LOCAL_CLUSTER_ID}; in "
+          f"{local.dir / 'owner-token'})")
+    audit = httpx.get(f"{url}/audit", headers=admin, params={"token": name}, timeout=30).json()
+    done = [entry for entry in reversed(audit) if entry["time"] >= created]
+    for entry in done:
+        print(f"  {entry['method']} {entry['path']} -> {entry['status']}")
+    if not done:
+        print("  (the playbook's governed updates had nothing left to change)")
+    refused = httpx.patch(f"{url}/clusters/update/{OTHER_CLUSTER_ID}",
+                          json={"reputation": 0.9}, headers=owner, timeout=30)
+    print(f"  PATCH /clusters/update/{OTHER_CLUSTER_ID} -> {refused.status_code}: "
+          f"{refused.json().get('detail')}")
+    if refused.status_code != 403:
+        print("  unexpected: a cluster outside the owner's scope must be refused")
+        return 1
     return 0
 
 

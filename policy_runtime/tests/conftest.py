@@ -65,6 +65,7 @@ class RuntimeServer:
             "AIOS_POOL_SIZE": "2",
             "AIOS_RUN_MODES": "policies,clusters,controller",
             "AIOS_POLICY_CACHE_SECONDS": "0",
+            "AIOS_EXECUTOR_ALLOWED_HOSTS": "127.0.0.1,executor.invalid",
             **env,
         }
         self.proc: subprocess.Popen | None = None

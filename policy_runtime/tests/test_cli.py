@@ -131,7 +131,8 @@ def test_test_reports_failing_cases(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stdout.splitlines() == [
         "PASS cases/a_good.json",
-        "FAIL cases/b_wrong.json: expected 5, got 4",
+        "FAIL cases/b_wrong.json: result differs from expected:",
+        "  result: expected 5, got 4",
         "PASS cases/c_error.json",
         'FAIL cases/d_broken.json: a case must be a JSON object with exactly one of "expected" '
         'or "expected_error"',

@@ -88,7 +88,7 @@ def test_forwarding_to_an_unknown_or_dead_executor(pair: tuple) -> None:
         assert "cannot reach" in dead.json()["message"]
         bad_url = policies.post("/executors", json={"id": "x", "url": "ftp://host"})
         assert bad_url.status_code == 422 and "http(s)" in bad_url.json()["detail"]
-        again = policies.post("/executors", json={"id": "dead", "url": "http://a"})
+        again = policies.post("/executors", json={"id": "dead", "url": "http://127.0.0.1:7"})
         assert again.status_code == 409
         assert policies.delete("/executors/dead").status_code == 204
         assert policies.delete("/executors/dead").status_code == 404

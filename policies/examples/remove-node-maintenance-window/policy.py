@@ -1,5 +1,8 @@
 """Pre-check for remove_node: removals only inside the maintenance windows (UTC)
-given as parameters, and never below a minimum number of nodes."""
+given as parameters, and never below a minimum number of nodes.
+
+Input: {"cluster_id", "node_id", "cluster": <cluster document>, "requested_at"?: ISO time
+(default: now)}."""
 
 from datetime import datetime, timezone
 
@@ -18,7 +21,13 @@ class AIOSv1PolicyRule:
         return day in window["days"] and start_h * 60 + start_m <= minutes < end_h * 60 + end_m
 
     def eval(self, parameters, input_data, context):
-        moment = datetime.fromisoformat(input_data["requested_at"]).astimezone(timezone.utc)
+        # a governed remove_node hands {"cluster_id", "node_id", "cluster"}: the decision
+        # is taken now; a dry /pre-check call may say when the removal is planned
+        requested = input_data.get("requested_at")
+        if requested:
+            moment = datetime.fromisoformat(requested).astimezone(timezone.utc)
+        else:
+            moment = datetime.now(timezone.utc)
         remaining = input_data["cluster"]["nodes"]["count"] - 1
         if remaining < parameters["min_nodes"]:
             return {

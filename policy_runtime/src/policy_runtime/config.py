@@ -122,6 +122,25 @@ class Settings(BaseSettings):
         description="time a client has to send a whole request (head and body) once it "
         "started one, and to start its first; the connection is closed after it",
     )
+    # Scoped tokens (issue 26).
+    token_cache_seconds: float = Field(
+        1.0, ge=0, le=1,
+        description="how long a replica caches a token lookup; a revocation or expiry "
+        "takes effect on every replica within it (at most 1 s)",
+    )
+    executor_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma list of host names and IP networks (CIDR) executor URLs may "
+        "point at; empty: no executor can be registered. Link-local and cloud metadata "
+        "addresses are refused whatever this says",
+    )
+
+    @field_validator("executor_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("run_modes", mode="before")
     @classmethod

@@ -6,7 +6,8 @@ their documents unchanged.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -147,3 +148,24 @@ class PolicyPage(BaseModel):
 
 class ClusterPage(PolicyPage):
     """A page of ``GET /clusters``: the same shape as ``GET /policies``."""
+
+
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"  # noqa: S105
+
+
+class TokenCreate(BaseModel):
+    """``POST /tokens``: a scoped API token (the token itself is in the answer, once)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=TOKEN_NAME_PATTERN, description="unique; recorded on every write")
+    role: str = Field(description="admin, operator, cluster-owner, executor or reader")
+    clusters: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=1000,
+        description="cluster-owner only: the cluster ids it may read and change",
+    )
+    policy_prefixes: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=100,
+        description="cluster-owner only: policy name prefixes it may publish under",
+    )
+    expires: datetime | None = Field(None, description="ISO 8601; none: never expires")

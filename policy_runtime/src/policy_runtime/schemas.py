@@ -286,3 +286,40 @@ def validate(
     if len(message) > _MESSAGE_CHARS:
         message = f"{message[:_MESSAGE_CHARS]}..."
     raise failure(f"{what}{path}: {message}")
+
+
+# (defaults field, the schema it must satisfy)
+DEFAULT_FIELDS = (
+    ("policy_parameters", "policy_parameters_schema"),
+    ("policy_settings", "policy_settings_schema"),
+)
+
+
+def check_defaults(document: dict, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    """Raise InvalidPolicy when a policy's default parameters or settings violate its own
+    schema for them: every decision would then fail with InvalidInput.
+
+    A missing required key is not a violation: a caller may give it on each request.
+    """
+    for field, schema_field in DEFAULT_FIELDS:
+        schema, defaults = document.get(schema_field), document.get(field) or {}
+        if not schema or not isinstance(schema, dict):
+            continue
+        validator = _validator(json.dumps(schema, sort_keys=True))
+        _deadline.at = time.monotonic() + timeout
+        try:
+            errors = [e for e in validator.iter_errors(defaults) if e.validator != "required"]
+        except _TooSlow:
+            raise InvalidPolicy(f"{field}: validating the defaults took longer than "
+                                f"{timeout:g} s") from None
+        finally:
+            _deadline.at = float("inf")
+        if errors:
+            error = errors[0]
+            path = "".join(
+                f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path
+            )
+            raise InvalidPolicy(
+                f"{field}{path} (a default) does not match {schema_field}: "
+                f"{error.message[:_MESSAGE_CHARS]}; every decision would fail"
+            )

@@ -83,6 +83,7 @@ class PolicyService:
         document = body.model_dump(exclude={"code_archive"})
         document.update(code=source, policy_rule_uri=uri)
         schemas.check_schemas(document)
+        schemas.check_defaults(document)  # defaults that fail their schema fail every call
         self.evaluator.check(source)  # raises CompileError / InvalidPolicy / ...
         return self.store.publish(document)
 
@@ -100,11 +101,25 @@ class PolicyService:
         now = time.monotonic()
         document = self.store.get(uri)
         if document is None:
-            raise PolicyNotFound(f"no policy is published as {uri!r}")
+            raise PolicyNotFound(self.not_found_message(uri))
         if self.cache_seconds > 0:
             with self._lock:
                 self._cache[uri] = (now + self.cache_seconds, document)
         return document
+
+    def not_found_message(self, uri: str) -> str:
+        """Why ``uri`` names no policy, naming the full URIs when only the release tag
+        is missing (``name:version`` for what was published as ``name:version-stable``)."""
+        message = f"no policy is published as {uri!r}"
+        name, _, version = uri.rpartition(":")
+        if not name or not version or "-" in version:
+            return message
+        releases = self.store.releases(name, version)
+        if releases:
+            listed = ", ".join(repr(r) for r in releases)
+            message += (f"; published with a release tag as {listed} — a policy URI is "
+                        "<name>:<version>-<release_tag>")
+        return message
 
     def delete(self, uri: str, *, force: bool = False) -> list[dict[str, str]]:
         """Delete (tombstone) a policy; the clusters that ran it are returned.

@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 from policy_runtime import __version__
 from policy_runtime.api.errors import install_handlers
+from policy_runtime.api.guard import check_declared
 from policy_runtime.api.middleware import BearerAuthMiddleware, BodySizeLimitMiddleware
 from policy_runtime.api.routes import (
     clusters,
@@ -20,11 +21,15 @@ from policy_runtime.api.routes import (
     executors,
     policies,
     system,
+    tokens,
 )
 from policy_runtime.api.strict_json import StrictJsonMiddleware
 from policy_runtime.api.unexpected_errors import UnexpectedErrorMiddleware
+from policy_runtime.auth.audit import AuditLog
+from policy_runtime.auth.tokens import TokenStore
 from policy_runtime.config import RunMode, Settings
-from policy_runtime.state import Runtime
+from policy_runtime.governance import inputs
+from policy_runtime.state import Runtime, _ensure_indexes
 
 ROUTERS_BY_MODE = {
     RunMode.POLICIES: (policies.router, compat.router, executors.router),
@@ -39,7 +44,9 @@ _SECURITY_SCHEMES = {
     "bearer": {
         "type": "http",
         "scheme": "bearer",
-        "description": "the AIOS_API_TOKEN of the runtime (not needed for /healthz, /version)",
+        "description": "the bootstrap AIOS_API_TOKEN (admin) or a scoped token made with "
+        "POST /tokens or `aios-policy token create`; each operation names the permission it "
+        "needs in x-aios-permission (none for /healthz, /version)",
     }
 }
 
@@ -52,6 +59,8 @@ def _openapi_with_bearer(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 routes=app.routes,
             )
             schema.setdefault("components", {})["securitySchemes"] = _SECURITY_SCHEMES
+            # what each governed action hands its policy: Node, Cluster, AddNodeInput ...
+            schema["components"].setdefault("schemas", {}).update(inputs.openapi_components())
             for path, operations in schema["paths"].items():
                 if path not in system.PUBLIC_PATHS:
                     for operation in operations.values():
@@ -62,6 +71,16 @@ def _openapi_with_bearer(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return openapi
 
 
+def _auth_stores(app: FastAPI) -> tuple[TokenStore, AuditLog]:
+    runtime = app.state.runtime
+    db = runtime.client[runtime.settings.db_name]
+    store = TokenStore(db, runtime.settings.token_cache_seconds)
+    audit = AuditLog(db)
+    _ensure_indexes(store.ensure_indexes)
+    _ensure_indexes(audit.ensure_indexes)
+    return store, audit
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the app; ConfigError if the settings cannot work (e.g. no token)."""
     token = settings.resolve_token()
@@ -69,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = await run_in_threadpool(Runtime.start, settings)
+        app.state.tokens, app.state.audit = await run_in_threadpool(_auth_stores, app)
         try:
             yield
         finally:
@@ -85,11 +105,18 @@ def create_app(settings: Settings) -> FastAPI:
     for mode in sorted(settings.run_modes, key=list(ROUTERS_BY_MODE).index):
         for router in ROUTERS_BY_MODE[mode]:
             app.include_router(router)
+    app.include_router(tokens.router)
     app.include_router(system.router)
+    check_declared(app.routes, system.PUBLIC_PATHS)
     install_handlers(app)
     # Outermost last: unexpected errors, auth, the size limit, then the body's values.
     app.add_middleware(StrictJsonMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(BearerAuthMiddleware, token=token, exempt=system.PUBLIC_PATHS)
+    docs = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    docs_paths = frozenset(p for p in docs if p)
+    app.add_middleware(
+        BearerAuthMiddleware, token=token, exempt=system.PUBLIC_PATHS, state=app.state,
+        docs_paths=docs_paths,
+    )
     app.add_middleware(UnexpectedErrorMiddleware)
     return app

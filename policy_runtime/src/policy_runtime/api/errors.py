@@ -112,7 +112,7 @@ def error_body(exc: BaseException) -> dict:
     if isinstance(exc, PolicyRuntimeError):
         return {"ok": False, "error": exc.to_dict()}
     if isinstance(exc, PolicyDenied):
-        return {"detail": str(exc), **exc.decision.to_dict()}
+        return exc.decision.denial()
     if isinstance(exc, InvalidCluster) and exc.errors:
         return {"detail": message_for(exc), "errors": exc.errors}
     return {"detail": message_for(exc)}

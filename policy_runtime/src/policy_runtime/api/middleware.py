@@ -12,6 +12,13 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from pymongo.errors import PyMongoError
+from starlette.concurrency import run_in_threadpool
+
+from policy_runtime.auth.permissions import Permission
+from policy_runtime.auth.principal import BOOTSTRAP, SCOPE_KEY, Principal, current_token_name
+from policy_runtime.auth.tokens import token_hash
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -35,13 +42,42 @@ async def send_json(send: Send, status: int, body: dict, headers: list | None = 
     await send({"type": "http.response.body", "body": payload})
 
 
-class BearerAuthMiddleware:
-    """401 unless ``Authorization: Bearer <token>`` matches (constant-time compare)."""
+_UNAUTHORIZED = {
+    "detail": "missing, invalid, expired or revoked bearer token: "
+    "send 'Authorization: Bearer <token>'"
+}
 
-    def __init__(self, app: ASGIApp, token: str | None, exempt: frozenset[str]) -> None:
+
+class BearerAuthMiddleware:
+    """Who is calling: 401 unless ``Authorization: Bearer <token>`` is a live token.
+
+    The bootstrap token (AIOS_API_TOKEN) is compared in constant time and is an admin;
+    any other token is looked up by its SHA-256 in the token store (``state.tokens``,
+    cached for at most a second). The caller is left in the ASGI scope for the routes'
+    permission and scope checks and the audit record of writes (api/guard.py).
+    """
+
+    def __init__(
+        self, app: ASGIApp, token: str | None, exempt: frozenset[str],
+        state: Any = None, docs_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.token = token.encode() if token is not None else None
         self.exempt = exempt
+        self.state = state
+        self.docs_paths = docs_paths
+
+    async def _principal(self, presented: bytes) -> Principal | None:
+        if self.token is not None and hmac.compare_digest(presented, self.token):
+            return BOOTSTRAP
+        tokens = getattr(self.state, "tokens", None)
+        if tokens is None or not presented:
+            return None
+        digest = token_hash(presented)
+        fresh, document = tokens.cached(digest)
+        if not fresh:
+            document = await run_in_threadpool(tokens.fetch, digest)
+        return tokens.principal(document)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.token is None or scope["path"] in self.exempt:
@@ -53,15 +89,28 @@ class BearerAuthMiddleware:
                 header = value
                 break
         scheme, _, presented = header.partition(b" ")
-        if scheme.lower() == b"bearer" and hmac.compare_digest(presented.strip(), self.token):
-            await self.app(scope, receive, send)
+        principal = None
+        if scheme.lower() == b"bearer":
+            try:
+                principal = await self._principal(presented.strip())
+            except PyMongoError:
+                # Fail closed, as every route that needs the database does while it is away.
+                await send_json(send, 503, {
+                    "detail": "the database is unavailable: the token cannot be checked"})
+                return
+        if principal is None:
+            await send_json(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
             return
-        await send_json(
-            send,
-            401,
-            {"detail": "missing or invalid bearer token: send 'Authorization: Bearer <token>'"},
-            [(b"www-authenticate", b"Bearer")],
-        )
+        if scope["path"] in self.docs_paths and Permission.DOCS_READ not in principal.permissions:
+            refusal = principal.lacks(Permission.DOCS_READ)
+            await send_json(send, 403, {"detail": str(refusal), "permission": refusal.permission})
+            return
+        scope[SCOPE_KEY] = principal
+        reset = current_token_name.set(principal.name)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_token_name.reset(reset)
 
 
 class _BodyTooLarge(BaseException):

@@ -28,7 +28,10 @@ def execute_policy(
             "parameters": parameters}
     for attempt in range(CONNECT_RETRIES + 1):
         try:
-            response = httpx.post(url, json=body, headers=headers, timeout=timeout)
+            # Never follow a redirect: it could lead the request (and the token) anywhere.
+            response = httpx.post(
+                url, json=body, headers=headers, timeout=timeout, follow_redirects=False
+            )
             break
         except httpx.ConnectError as exc:
             if attempt == CONNECT_RETRIES:

@@ -59,6 +59,17 @@ class RemoteExecution:
             response = httpx.get(url, headers=headers, timeout=self.timeout_seconds)
         except httpx.HTTPError as exc:
             raise RemoteExecutionError(f"cannot reach the policies system: {exc}") from None
+        if response.status_code == 403:
+            # An executor token may evaluate but not read policies: ask the evaluation
+            # route instead, which answers 404 for a policy that does not exist.
+            url = f"{url}/eval"
+            try:
+                response = httpx.post(url, json={"input_data": {}}, headers=headers,
+                                      timeout=self.timeout_seconds)
+            except httpx.HTTPError as exc:
+                raise RemoteExecutionError(f"cannot reach the policies system: {exc}") from None
+            if response.status_code in (422, 504):
+                return True  # it exists: it refused or outlasted the probe's empty input
         if response.status_code == 404:
             return False
         if response.status_code != 200:

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import logging
+import secrets
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -14,12 +15,46 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from policy_runtime.auth.principal import current_token_name
+
 COLLECTION = "decisions"
 DEFAULT_MAX_ENTRIES = 100_000
 # Trimming scans the log, so it runs once per this many decisions, off the request path.
 TRIM_EVERY = 1000
 
 log = logging.getLogger(__name__)
+
+
+MAX_SUMMARY_NAMES = 20
+
+
+def _names(values: Any) -> list[str]:
+    names = sorted(str(v)[:100] for v in values)
+    return names[:MAX_SUMMARY_NAMES] + ([f"... {len(names) - MAX_SUMMARY_NAMES} more"]
+                                        if len(names) > MAX_SUMMARY_NAMES else [])
+
+
+def summarize(action: str, input_data: Any) -> dict[str, Any]:
+    """What a decision was about, short and without values that may be sensitive: ids
+    and field names, never field values (the full input is kept only with the policy's
+    ``log_input`` setting)."""
+    if not isinstance(input_data, dict):
+        return {"input_type": type(input_data).__name__}
+    summary: dict[str, Any] = {}
+    node = input_data.get("node")
+    if isinstance(node, dict) and isinstance(node.get("id"), str):
+        summary["node_id"] = node["id"][:200]
+    if isinstance(input_data.get("node_id"), str):
+        summary["node_id"] = input_data["node_id"][:200]
+    update = input_data.get("update")
+    if isinstance(update, dict):
+        summary["changed_fields"] = _names(update)
+    cluster = input_data.get("cluster")
+    if action == "add_cluster" and isinstance(cluster, dict):
+        summary["new_cluster_id"] = str(cluster.get("id", ""))[:200]
+    if not summary:
+        summary["input_keys"] = _names(input_data)
+    return summary
 
 
 class DecisionLog:
@@ -73,8 +108,11 @@ class DecisionLog:
         keep_input: bool = False, code_sha256: str = "", dry_check: bool = False,
     ) -> dict:
         """One decision: ``code_sha256`` is the code that ran ("" when no policy did);
-        ``dry_check`` marks an evaluation that applied nothing (``POST /pre-check``)."""
+        ``dry_check`` marks an evaluation that applied nothing (``POST /pre-check``).
+        ``token`` is the name of the API token whose request made it ("" when the runtime
+        decided by itself, e.g. the stability checker); never the token's secret."""
         entry = {
+            "decision_id": secrets.token_hex(12),
             "time": datetime.now(UTC).isoformat(),
             "cluster_id": cluster_id,
             "action": action,
@@ -84,10 +122,12 @@ class DecisionLog:
             "enforcement": enforcement,
             "reason": reason,
             "dry_check": dry_check,
+            "token": current_token_name.get(),
             "duration_ms": round(duration_ms, 3),
             "input_sha256": hashlib.sha256(
                 json.dumps(input_data, sort_keys=True, default=str).encode()
             ).hexdigest(),
+            "summary": summarize(action, input_data),
         }
         if keep_input:
             entry["input_data"] = input_data
@@ -96,7 +136,8 @@ class DecisionLog:
     def record_event(self, *, cluster_id: str, action: str, event: str, **details: Any) -> dict:
         """Something that changed what decisions run, e.g. a forced policy deletion."""
         entry = {"time": datetime.now(UTC).isoformat(), "cluster_id": cluster_id,
-                 "action": action, "event": event, **details}
+                 "action": action, "event": event, "token": current_token_name.get(),
+                 **details}
         return self._insert(entry)
 
     def _insert(self, entry: dict) -> dict:
@@ -105,8 +146,16 @@ class DecisionLog:
             self._trim_in_background()
         return entry
 
-    def latest(self, *, cluster_id: str | None, action: str | None, limit: int) -> list[dict]:
-        query = {k: v for k, v in (("cluster_id", cluster_id), ("action", action)) if v}
+    def latest(
+        self, *, cluster_id: str | None, action: str | None, limit: int,
+        cluster_ids: list[str] | None = None,
+    ) -> list[dict]:
+        """The newest first; ``cluster_ids`` limits them to those clusters (a token's scope)."""
+        query: dict[str, Any] = {
+            k: v for k, v in (("cluster_id", cluster_id), ("action", action)) if v
+        }
+        if cluster_ids is not None and not cluster_id:
+            query["cluster_id"] = {"$in": cluster_ids}
         # ObjectIds grow with insertion order ($natural order is not honoured everywhere).
         cursor = self.collection.find(query, {"_id": 0}).sort("_id", DESCENDING).limit(limit)
         return list(cursor)

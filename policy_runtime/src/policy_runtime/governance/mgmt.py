@@ -66,6 +66,32 @@ def _matching(schema: Any, data: Any, what: str, field: str | None) -> None:
         raise _invalid(field, str(exc), data) from None
 
 
+def _changed_parameters(policy: dict, parameters: dict, result: Any) -> dict | None:
+    """The parameters a management command set, when it set any, else None.
+
+    A fresh instance serves every call, so what ``management()`` changes on it is gone
+    afterwards. A command has a lasting effect through its result: a successful result
+    (no ``status``, or ``"success"``) holding ``parameters`` (an object) gives the policy's
+    parameters for this cluster from now on, for every check and every later command.
+    They must match the policy's ``policy_parameters_schema``.
+    """
+    if not isinstance(result, dict) or not isinstance(result.get("parameters"), dict):
+        return None
+    if result.get("status", "success") != "success":
+        return None
+    merged = {**(policy.get("policy_parameters") or {}), **parameters}
+    new = result["parameters"]
+    if {**merged, **new} == merged:
+        return None  # a read, or a change to what is already in force
+    try:
+        schemas.validate(policy.get("policy_parameters_schema"),
+                         {**merged, **new}, what="parameters")
+    except InvalidInput as exc:
+        raise PolicyError(f"management() answered parameters that do not match "
+                          f"policy_parameters_schema: {exc}") from None
+    return {**parameters, **{k: v for k, v in new.items() if merged.get(k) != v}}
+
+
 class ManagementService:
     def __init__(self, checker: StabilityChecker) -> None:
         self.checker = checker
@@ -97,7 +123,7 @@ class ManagementService:
             if not isinstance(parameters, dict):
                 raise _invalid("parameters", "parameters must be an object", parameters)
             if not self.checker.precheck.is_published(cluster_id, uri):
-                raise UnknownPolicy(f"no policy is published as {uri!r}")
+                raise UnknownPolicy(self.checker.precheck.policies.not_found_message(uri))
             policy = self.checker.precheck.policies.get(uri)
             _matching(
                 policy.get("policy_parameters_schema"),
@@ -132,10 +158,26 @@ class ManagementService:
         for command in policy.get("management_commands_schema") or []:
             if isinstance(command, dict) and command.get("name") == action:
                 _matching(command.get("schema"), data, f"{action} mgmt_data", None)
-        outcome = precheck.policies.evaluator.manage(
-            policy, action, data, parameters=checker.get("parameters") or {}
-        )
+        parameters = checker.get("parameters") or {}
+        outcome = precheck.policies.evaluator.manage(policy, action, data, parameters=parameters)
         if not outcome.ok:
             error = outcome.error or {}
             raise PolicyError(f"{error.get('type')}: {error.get('message')}")
-        return {"result": outcome.result}
+        answer: dict[str, Any] = {"result": outcome.result}
+        changed = _changed_parameters(policy, parameters, outcome.result)
+        if changed is not None:
+            answer["stabilityChecker"] = self._keep_parameters(cluster_id, uri, changed)
+        return answer
+
+    def _keep_parameters(self, cluster_id: str, uri: str, parameters: dict) -> dict[str, Any]:
+        """Store the parameters a management command set as this cluster's parameters of
+        the policy, unless the cluster meanwhile runs another policy."""
+
+        def change(current: dict) -> dict:
+            checker = current["config"].get("stabilityChecker") or {}
+            if checker.get("policyRuleURI") != uri:
+                raise BadCommand("the cluster's stability policy changed meanwhile; retry")
+            current["config"]["stabilityChecker"] = {**checker, "parameters": parameters}
+            return current
+
+        return self.clusters.transform(cluster_id, change)["config"]["stabilityChecker"]

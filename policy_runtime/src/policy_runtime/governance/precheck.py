@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -76,9 +76,27 @@ class Decision:
     code_sha256: str = ""
     # An evaluation asked for by POST /pre-check/{action}: nothing was applied.
     dry_check: bool = False
+    # The action decided on, and the id of its decision-log entry ("" when not logged).
+    action: str = ""
+    decision_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def denial(self) -> dict[str, Any]:
+        """What a refused governed action answers: why, by which policy, for which action
+        and which decision-log entry; never the (possibly large) input."""
+        return {
+            "detail": self.reason or "denied by policy",
+            "allowed": False,
+            "reason": self.reason,
+            "action": self.action,
+            "policy_rule_uri": self.policy_rule_uri,
+            "decision_id": self.decision_id,
+            "enforcement": self.enforcement,
+            "policy_allowed": self.policy_allowed,
+            "code_sha256": self.code_sha256,
+        }
 
 
 @dataclass(frozen=True)
@@ -224,7 +242,8 @@ def create_without_controller(
                       f"{' with ' + uri if uri else ''}, and this runtime does not serve "
                       "controller mode to evaluate it: create the cluster through a "
                       "controller (POST /clusters/create)")
-            raise PolicyDenied(Decision(False, document, uri, 0.0, "enforce", reason, False))
+            raise PolicyDenied(Decision(False, document, uri, 0.0, "enforce", reason, False,
+                                        action="add_cluster"))
     return store.create(document)
 
 
@@ -284,7 +303,7 @@ class PrecheckService:
             entry = map_entry(value)
             if entry is not None and not self.is_published(cluster_id, entry["policyRuleURI"]):
                 raise UnknownPolicy(
-                    f"{action}: no policy is published as {entry['policyRuleURI']!r}"
+                    f"{action}: {self.policies.not_found_message(entry['policyRuleURI'])}"
                 )
             if isinstance(value, dict):
                 value = {"policyRuleURI": entry["policyRuleURI"],  # type: ignore[index]
@@ -395,13 +414,14 @@ class PrecheckService:
             policy_allowed=allowed,
             code_sha256=code_sha256,
             dry_check=dry_check,
+            action=action,
         )
-        self.log.record(
+        entry = self.log.record(
             cluster_id=cluster_id, action=action, policy_rule_uri=uri, allowed=allowed,
             enforcement=enforcement, duration_ms=duration, input_data=input_data, reason=reason,
             keep_input=keep_input, code_sha256=code_sha256, dry_check=dry_check,
         )
-        return decision
+        return replace(decision, decision_id=str(entry.get("decision_id", "")))
 
     def execute(self, config: dict, uri: str, input_data: Any, parameters: dict) -> Execution:
         """Run a policy for a cluster, locally or on its remote executor; never raises."""

@@ -88,6 +88,13 @@ class PolicyStore:
     def get(self, uri: str) -> dict[str, Any] | None:
         return self.collection.find_one({"policy_rule_uri": uri, **_LIVE}, _FULL)
 
+    def releases(self, name: str, version: str, limit: int = 10) -> list[str]:
+        """The URIs published under ``name`` and ``version``, whatever their release tag."""
+        cursor = self.collection.find(
+            {"name": name, "version": version, **_LIVE}, {"policy_rule_uri": 1, "_id": 0}
+        ).sort("policy_rule_uri", ASCENDING).limit(limit)
+        return [str(d.get("policy_rule_uri", "")) for d in cursor]
+
     def list(
         self, *, name: str | None = None, tag: str | None = None, skip: int = 0, limit: int = 50
     ) -> tuple[list[dict[str, Any]], int]:

@@ -8,21 +8,28 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from policy_runtime.api.deps import MAX_SKIP, cluster_store
+from policy_runtime.api.guard import GuardedRoute, caller, check_cluster, requires
+from policy_runtime.auth.permissions import Permission
 from policy_runtime.clusters.store import MAX_QUERY_LIMIT, ClusterStore, InvalidCluster
 from policy_runtime.governance.precheck import create_without_controller
 from policy_runtime.models import ClusterPage
 
-router = APIRouter(tags=["clusters"])
+router = APIRouter(tags=["clusters"], route_class=GuardedRoute)
+P = Permission
 Store = Annotated[ClusterStore, Depends(cluster_store)]
 JsonObject = Annotated[dict[str, Any], Body()]
 
 _PARSER_TEMPLATE = "Parser/V1"
 
 
-@router.post("/clusters/query", summary="Clusters matching a MongoDB filter")
+@router.post(
+    "/clusters/query", summary="Clusters matching a MongoDB filter",
+    openapi_extra=requires(P.CLUSTERS_READ),
+)
 async def query_clusters(
     store: Store,
     body: JsonObject,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = 100,
     skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     sort: Annotated[str | None, Query(max_length=200, description="e.g. -gpus.count,id")] = None,
@@ -30,6 +37,10 @@ async def query_clusters(
 ) -> list[dict[str, Any]]:
     # The body is the filter itself (seeds/003) or, as upstream clients send it, {"query": ...}.
     filter_ = body["query"] if set(body) == {"query"} and isinstance(body["query"], dict) else body
+    principal = caller(request)
+    if principal is not None and principal.clusters is not None:
+        # A cluster-owner's query only ever sees its own clusters.
+        filter_ = {"$and": [filter_, {"id": {"$in": sorted(principal.clusters)}}]}
     return await run_in_threadpool(
         store.query, filter_, limit=limit, skip=skip, sort=sort, fields=fields
     )
@@ -39,19 +50,44 @@ async def query_clusters(
     "/clusters",
     response_model=ClusterPage,
     summary="List clusters (without per-node data), filtered by region, status or tag",
+    openapi_extra=requires(P.CLUSTERS_READ),
 )
 async def list_clusters(
     store: Store,
+    request: Request,
     region: Annotated[str | None, Query(max_length=200, description="regionId")] = None,
     status_: Annotated[str | None, Query(alias="status", max_length=200)] = None,
     tag: Annotated[str | None, Query(max_length=200, description="one of tags")] = None,
     skip: Annotated[int, Query(ge=0, le=MAX_SKIP)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ClusterPage:
+    principal = caller(request)
+    if principal is not None and principal.clusters is not None:
+        items, total = await run_in_threadpool(
+            _scoped_list, store, sorted(principal.clusters), region, status_, tag, skip, limit
+        )
+        return ClusterPage(total=total, skip=skip, limit=limit, items=items)
     items, total = await run_in_threadpool(
         store.list, region=region, status=status_, tag=tag, skip=skip, limit=limit
     )
     return ClusterPage(total=total, skip=skip, limit=limit, items=items)
+
+
+def _scoped_list(
+    store: ClusterStore, ids: list[str], region: str | None, status_: str | None,
+    tag: str | None, skip: int, limit: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """GET /clusters for a cluster-owner: the page of its own clusters only."""
+    filter_: dict[str, Any] = {"id": {"$in": ids}}
+    for field, value in (("regionId", region), ("status", status_), ("tags", tag)):
+        if value is not None:
+            filter_[field] = value
+    found = sorted(store.query(filter_, limit=MAX_QUERY_LIMIT), key=lambda c: str(c.get("id")))
+    for cluster in found:
+        for node in cluster.get("nodes") or []:
+            if isinstance(node, dict):
+                node.pop("nodeData", None)
+    return found[skip:skip + limit], len(found)
 
 
 def governed_create(request: Request, document: dict[str, Any]) -> dict[str, Any]:
@@ -67,8 +103,10 @@ def governed_create(request: Request, document: dict[str, Any]) -> dict[str, Any
 @router.post(
     "/clusters", status_code=status.HTTP_201_CREATED,
     summary="Add a cluster (governed by the controller's add_cluster policy)",
+    openapi_extra=requires(P.CLUSTERS_WRITE),
 )
 async def create_cluster(request: Request, body: JsonObject) -> dict[str, Any]:
+    check_cluster(request, P.CLUSTERS_WRITE, body.get("id"))
     return await run_in_threadpool(governed_create, request, body)
 
 
@@ -76,6 +114,7 @@ async def create_cluster(request: Request, body: JsonObject) -> dict[str, Any]:
     "/api/createCluster",
     status_code=status.HTTP_201_CREATED,
     summary="Add a cluster (upstream parser route; raw document or Parser/V1 envelope)",
+    openapi_extra=requires(P.CLUSTERS_WRITE),
 )
 async def create_cluster_upstream(request: Request, body: JsonObject) -> dict[str, Any]:
     document = body
@@ -84,23 +123,35 @@ async def create_cluster_upstream(request: Request, body: JsonObject) -> dict[st
         document = ((body.get("body") or {}).get("spec") or {}).get("values")
         if not isinstance(document, dict):
             raise InvalidCluster("a Parser/V1 request carries the cluster in body.spec.values")
+    check_cluster(request, P.CLUSTERS_WRITE, document.get("id"))
     created = await run_in_threadpool(governed_create, request, document)
     return {"success": True, "data": created}
 
 
-@router.get("/clusters/{cluster_id}", summary="One cluster")
-async def get_cluster(cluster_id: str, store: Store) -> dict[str, Any]:
+@router.get(
+    "/clusters/{cluster_id}", summary="One cluster", openapi_extra=requires(P.CLUSTERS_READ)
+)
+async def get_cluster(cluster_id: str, store: Store, request: Request) -> dict[str, Any]:
+    check_cluster(request, P.CLUSTERS_READ, cluster_id)
     return await run_in_threadpool(store.get, cluster_id)
 
 
-@router.put("/clusters/{cluster_id}", summary="Update a cluster with MongoDB update syntax")
-async def update_cluster(cluster_id: str, store: Store, body: JsonObject) -> dict[str, Any]:
+@router.put(
+    "/clusters/{cluster_id}", summary="Update a cluster with MongoDB update syntax",
+    openapi_extra=requires(P.CLUSTERS_WRITE),
+)
+async def update_cluster(
+    cluster_id: str, store: Store, body: JsonObject, request: Request
+) -> dict[str, Any]:
+    check_cluster(request, P.CLUSTERS_WRITE, cluster_id)
     return await run_in_threadpool(store.update, cluster_id, body)
 
 
 @router.delete(
-    "/clusters/{cluster_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a cluster"
+    "/clusters/{cluster_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a cluster",
+    openapi_extra=requires(P.CLUSTERS_WRITE),
 )
-async def delete_cluster(cluster_id: str, store: Store) -> Response:
+async def delete_cluster(cluster_id: str, store: Store, request: Request) -> Response:
+    check_cluster(request, P.CLUSTERS_WRITE, cluster_id)
     await run_in_threadpool(store.delete, cluster_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -9,17 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from policy_runtime.api.deps import policy_service
 from policy_runtime.api.errors import message_for, status_for
+from policy_runtime.api.guard import GuardedRoute, caller, requires
 from policy_runtime.api.routes.policies import eval_status
+from policy_runtime.auth.permissions import Permission
 from policy_runtime.models import EvalRequest, ExecutePolicyRequest, PolicyCreate
 from policy_runtime.service import PolicyService
 
-router = APIRouter(tags=["upstream compatibility"])
+router = APIRouter(tags=["upstream compatibility"], route_class=GuardedRoute)
+P = Permission
 Service = Annotated[PolicyService, Depends(policy_service)]
 
 
@@ -35,8 +38,15 @@ async def _envelope(action: Callable[[], Any], success_status: int = 200) -> JSO
     return JSONResponse({"success": True, "data": data}, status_code=success_status)
 
 
-@router.post("/policy", summary="Publish a policy (upstream route)")
-async def create_policy(body: PolicyCreate, service: Service) -> JSONResponse:
+@router.post(
+    "/policy", summary="Publish a policy (upstream route)",
+    openapi_extra=requires(P.POLICIES_PUBLISH),
+)
+async def create_policy(body: PolicyCreate, service: Service, request: Request) -> JSONResponse:
+    principal = caller(request)
+    if principal is not None:
+        principal.require_policy_name(body.name)
+
     def publish() -> dict:
         document, created = service.publish(body)
         return {"policy_rule_uri": document["policy_rule_uri"], "created": created}
@@ -44,12 +54,18 @@ async def create_policy(body: PolicyCreate, service: Service) -> JSONResponse:
     return await _envelope(publish, success_status=201)
 
 
-@router.get("/policy/{uri}", summary="Read a policy (upstream route)")
+@router.get(
+    "/policy/{uri}", summary="Read a policy (upstream route)",
+    openapi_extra=requires(P.POLICIES_READ),
+)
 async def read_policy(uri: str, service: Service) -> JSONResponse:
     return await _envelope(lambda: service.get(uri))
 
 
-@router.delete("/policy/{uri}", summary="Delete a policy (upstream route)")
+@router.delete(
+    "/policy/{uri}", summary="Delete a policy (upstream route)",
+    openapi_extra=requires(P.POLICIES_DELETE),
+)
 async def delete_policy(
     uri: str, service: Service, force: Annotated[bool, Query()] = False
 ) -> JSONResponse:
@@ -60,7 +76,10 @@ async def delete_policy(
     return await _envelope(delete)
 
 
-@router.post("/execute_policy", summary="Evaluate a policy (upstream route)")
+@router.post(
+    "/execute_policy", summary="Evaluate a policy (upstream route)",
+    openapi_extra=requires(P.POLICIES_EVAL),
+)
 async def execute_policy(body: ExecutePolicyRequest, service: Service) -> JSONResponse:
     request = EvalRequest(input_data=body.input_data, parameters=body.parameters or {})
     try:

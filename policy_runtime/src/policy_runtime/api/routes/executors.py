@@ -1,4 +1,9 @@
-"""Run mode ``policies``: the executor registry and upstream's forwarding route."""
+"""Run mode ``policies``: the executor registry and upstream's forwarding route.
+
+Registering an executor is an operator's act: its URL must be in the allow-list
+(AIOS_EXECUTOR_ALLOWED_HOSTS), and it gets an ``executor`` token of its own, created with
+it and shown once in the answer, which is the only token ever sent to it.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,21 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from policy_runtime.api.guard import GuardedRoute, caller, requires
+from policy_runtime.auth.permissions import Permission, Role
+from policy_runtime.auth.tokens import TokenConflict, TokenNotFound
+from policy_runtime.executors.allowlist import AllowList, UrlNotAllowed, check_resolved
 from policy_runtime.executors.client import RemoteExecutionError, execute_policy
-from policy_runtime.executors.registry import ExecutorRegistry
+from policy_runtime.executors.registry import (
+    ExecutorConflict,
+    ExecutorRegistry,
+    InvalidExecutor,
+    checked_url,
+)
 from policy_runtime.models import ExecutePolicyRequest
 
-router = APIRouter(tags=["executors"])
+router = APIRouter(tags=["executors"], route_class=GuardedRoute)
+P = Permission
 
 
 async def registry(request: Request) -> ExecutorRegistry:
@@ -28,41 +43,99 @@ class ExecutorCreate(BaseModel):
     url: str = Field(max_length=2000, description="base URL of a runtime in policies mode")
 
 
-@router.post("/executors", status_code=status.HTTP_201_CREATED, summary="Register an executor")
-async def register(body: ExecutorCreate, executors: Registry) -> dict[str, Any]:
-    return await run_in_threadpool(executors.register, body.id, body.url)
+def executor_token_name(executor_id: str) -> str:
+    return f"executor-{executor_id}"
 
 
-@router.get("/executors", summary="Registered executors")
+def _register(request: Request, executors: ExecutorRegistry, body: ExecutorCreate) -> dict:
+    settings = request.app.state.runtime.settings
+    url = checked_url(body.url)
+    try:
+        AllowList(settings.executor_allowed_hosts).check_url(url)
+    except UrlNotAllowed as exc:
+        raise InvalidExecutor(str(exc)) from None
+    if executors.exists(body.id):
+        raise ExecutorConflict(f"executor {body.id!r} is registered already")
+    tokens = request.app.state.tokens
+    name = executor_token_name(body.id)
+    principal = caller(request)
+    try:
+        secret, _ = tokens.create(
+            name, Role.EXECUTOR.value, created_by=principal.name if principal else ""
+        )
+    except TokenConflict:
+        # A token of an earlier executor with this id: it is retired for the new one.
+        tokens.delete(name)
+        secret, _ = tokens.create(name, Role.EXECUTOR.value)
+    try:
+        document = executors.register(body.id, url, token=secret, token_name=name)
+    except ExecutorConflict:
+        tokens.delete(name)
+        raise
+    return {**document, "token_name": name, "token": secret}
+
+
+@router.post(
+    "/executors", status_code=status.HTTP_201_CREATED,
+    summary="Register an executor; the answer holds its own executor token, shown once",
+    openapi_extra=requires(P.EXECUTORS_MANAGE),
+)
+async def register(body: ExecutorCreate, executors: Registry, request: Request) -> dict[str, Any]:
+    return await run_in_threadpool(_register, request, executors, body)
+
+
+@router.get(
+    "/executors", summary="Registered executors", openapi_extra=requires(P.EXECUTORS_READ)
+)
 async def list_executors(executors: Registry) -> list[dict[str, Any]]:
     return await run_in_threadpool(executors.list)
 
 
+def _unregister(request: Request, executors: ExecutorRegistry, executor_id: str) -> None:
+    document = executors.delete(executor_id)
+    if document.get("token_name"):
+        try:
+            request.app.state.tokens.revoke(document["token_name"])
+        except TokenNotFound:
+            pass
+
+
 @router.delete(
-    "/executors/{executor_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Unregister"
+    "/executors/{executor_id}", status_code=status.HTTP_204_NO_CONTENT,
+    summary="Unregister (its executor token is revoked)",
+    openapi_extra=requires(P.EXECUTORS_MANAGE),
 )
-async def unregister(executor_id: str, executors: Registry) -> Response:
-    await run_in_threadpool(executors.delete, executor_id)
+async def unregister(executor_id: str, executors: Registry, request: Request) -> Response:
+    await run_in_threadpool(_unregister, request, executors, executor_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _forward(request: Request, executors: ExecutorRegistry, executor_id: str,
+             body: ExecutePolicyRequest) -> tuple[int, dict]:
+    executor = executors.get_with_token(executor_id)
+    url = f"{executor['url']}/execute_policy"
+    try:
+        check_resolved(url)
+    except UrlNotAllowed as exc:
+        raise RemoteExecutionError(str(exc)) from None
+    return execute_policy(
+        url, executor.get("token") or None,  # its own token, never this runtime's
+        body.policy_rule_uri, body.input_data, body.parameters or {},
+        timeout=request.app.state.runtime.settings.remote_timeout_seconds,
+    )
 
 
 @router.post(
     "/executor/{executor_id}/execute_policy",
     summary="Evaluate a policy on a registered executor (upstream route)",
+    openapi_extra=requires(P.POLICIES_EVAL),
 )
 async def forward(
     executor_id: str, body: ExecutePolicyRequest, executors: Registry, request: Request
 ) -> JSONResponse:
-    executor = await run_in_threadpool(executors.get, executor_id)
-    runtime = request.app.state.runtime
     try:
         status_code, envelope = await run_in_threadpool(
-            lambda: execute_policy(
-                f"{executor['url']}/execute_policy",
-                runtime.remote_token,
-                body.policy_rule_uri, body.input_data, body.parameters or {},
-                timeout=runtime.settings.remote_timeout_seconds,
-            )
+            _forward, request, executors, executor_id, body
         )
     except RemoteExecutionError as exc:
         return JSONResponse(

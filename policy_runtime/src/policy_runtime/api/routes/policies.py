@@ -9,10 +9,13 @@ from fastapi.responses import JSONResponse
 
 from policy_runtime.api.deps import MAX_SKIP, policy_service
 from policy_runtime.api.fast_body import read_body, request_body_schema
+from policy_runtime.api.guard import GuardedRoute, caller, requires
+from policy_runtime.auth.permissions import Permission
 from policy_runtime.models import EvalRequest, EvalResponse, PolicyCreate, PolicyPage, PublishResult
 from policy_runtime.service import PolicyService
 
-router = APIRouter(prefix="/policies", tags=["policies"])
+router = APIRouter(prefix="/policies", tags=["policies"], route_class=GuardedRoute)
+P = Permission
 Service = Annotated[PolicyService, Depends(policy_service)]
 
 
@@ -30,7 +33,7 @@ def eval_status(outcome_error_type: str | None) -> int:
     response_model=EvalResponse,
     responses={422: {"model": EvalResponse}, 504: {"model": EvalResponse}},
     summary="Evaluate a policy once",
-    openapi_extra=request_body_schema(EvalRequest),
+    openapi_extra=requires(P.POLICIES_EVAL, **request_body_schema(EvalRequest)),
 )
 async def evaluate(uri: str, request: Request) -> JSONResponse:
     # The hot path: the body is parsed by pydantic directly (see read_body) rather than
@@ -45,15 +48,24 @@ async def evaluate(uri: str, request: Request) -> JSONResponse:
     status_code=status.HTTP_201_CREATED,
     response_model=PublishResult,
     summary="Publish a policy version (immutable; the same code again answers 200)",
+    openapi_extra=requires(P.POLICIES_PUBLISH),
 )
-def publish(body: PolicyCreate, service: Service, response: Response) -> PublishResult:
+def publish(
+    body: PolicyCreate, service: Service, response: Response, request: Request
+) -> PublishResult:
+    principal = caller(request)
+    if principal is not None:
+        principal.require_policy_name(body.name)
     document, created = service.publish(body)
     if not created:
         response.status_code = status.HTTP_200_OK
     return PublishResult(policy_rule_uri=document["policy_rule_uri"], created=created)
 
 
-@router.get("", response_model=PolicyPage, summary="List published policies (without code)")
+@router.get(
+    "", response_model=PolicyPage, summary="List published policies (without code)",
+    openapi_extra=requires(P.POLICIES_READ),
+)
 def list_policies(
     service: Service,
     name: Annotated[str | None, Query(max_length=200, description="name prefix")] = None,
@@ -65,7 +77,7 @@ def list_policies(
     return PolicyPage(total=total, skip=skip, limit=limit, items=items)
 
 
-@router.get("/{uri}", summary="One policy with its code")
+@router.get("/{uri}", summary="One policy with its code", openapi_extra=requires(P.POLICIES_READ))
 def get_policy(uri: str, service: Service) -> dict:
     return service.get(uri)
 
@@ -74,6 +86,7 @@ def get_policy(uri: str, service: Service) -> dict:
     "/{uri}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a policy (its URI is never reused); 409 while clusters run it",
+    openapi_extra=requires(P.POLICIES_DELETE),
 )
 def delete_policy(
     uri: str,

@@ -10,9 +10,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from policy_runtime import __version__
 from policy_runtime.api.deps import runtime
+from policy_runtime.api.guard import GuardedRoute, requires
+from policy_runtime.auth.permissions import Permission
 from policy_runtime.state import Runtime
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=GuardedRoute)
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 # The paths that answer without a token.
@@ -36,6 +38,9 @@ async def version(rt: RuntimeDep) -> dict:
     }
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics", summary="Prometheus metrics",
+    openapi_extra=requires(Permission.METRICS_READ),
+)
 async def metrics(rt: RuntimeDep) -> Response:
     return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Scoped API tokens: roles and permissions, the token store, the audit log."""
