@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 LOCAL_DIR := build/local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv collection-link run stop test lint sanity test-runtime test-plugin test-unit test-integration soak bench clean
+.PHONY: help venv collection-link control-plane run stop test lint sanity test-runtime test-plugin test-unit test-integration soak bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -64,18 +64,23 @@ soak: $(STAMP) ## the long reliability run: 60 s of load by 200 clients, 200 fuz
 test-unit: $(STAMP) collection-link ## unit tests of the collection's plugins
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
 
-test-integration: $(STAMP) collection-link ## render + validation of manifests, `make run` end to end
+control-plane: ## build the tests' Kubernetes control plane from source (once, cached by version)
+	bash scripts/build_control_plane.sh
+
+test-integration: $(STAMP) collection-link control-plane ## render, `make run`, apply mode on a real control plane
 	$(BIN)/python -m pytest -p no:cacheprovider tests/integration
 
 test: lint sanity test-unit test-runtime test-plugin test-integration ## the whole test suite
 
-bench: $(STAMP) collection-link ## print decision latency, HTTP throughput, render, registry query, onboarding, consolidation figures
+bench: $(STAMP) collection-link ## print decision latency, HTTP throughput, render, registry query, onboarding, consolidation, write throughput, regex figures
 	$(BIN)/python bench/decision_latency.py
 	$(BIN)/python bench/http_decisions.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/registry_query.py
 	$(BIN)/python bench/onboarding.py
 	$(BIN)/python bench/consolidation.py
+	$(BIN)/python bench/write_throughput.py
+	$(BIN)/python bench/regex_guard.py
 
 clean: stop ## remove build output (keeps .venv)
 	rm -rf build

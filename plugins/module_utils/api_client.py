@@ -1,5 +1,5 @@
 # Copyright: AIOS platform contributors
-# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The one HTTP client of the collection's API modules (policy runtime, clusters registry)."""
 
 from __future__ import absolute_import, division, print_function

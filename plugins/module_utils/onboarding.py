@@ -1,5 +1,5 @@
 # Copyright: AIOS platform contributors
-# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Building a cluster document (seeds/003) from a cluster config and Kubernetes nodes.
 
 Pure functions, shared by the cluster_onboard module and its tests. Memory, swap and

@@ -1,5 +1,5 @@
 # Copyright: AIOS platform contributors
-# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The management cluster's preflight rules, as pure functions over Kubernetes objects.
 
 Every rule returns the problems it finds as sentences that name the node, port or label

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: AIOS platform contributors
-# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -28,7 +28,7 @@ options:
     elements: dict
     required: true
   mode:
-    description: Permissions of the written files.
+    description: Permissions of the written files; a Secret is always written with V(0600), readable by its owner only.
     type: raw
     default: "0644"
   validate:
@@ -156,6 +156,9 @@ def main():
         seen[name] = True
         path = os.path.join(dest, name)
         files.append(path)
+        secret = manifest.get("kind") == "Secret"
+        attributes = module.load_file_common_arguments(
+            dict(path=path, mode="0600" if secret else module.params["mode"]))
         content = render(manifest)
         try:
             with open(path, "r") as handle:
@@ -163,18 +166,22 @@ def main():
         except (IOError, OSError):
             unchanged = False
         if unchanged:
+            if module.set_fs_attributes_if_different(attributes, False):
+                written.append(path)
             continue
         written.append(path)
         if not module.check_mode:
             if not os.path.isdir(dest):
                 os.makedirs(dest)
             tmp = path + ".tmp"
-            with open(tmp, "w") as handle:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            # A Secret's values are never readable by others, not even for a moment.
+            descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
+            with os.fdopen(descriptor, "w") as handle:
                 handle.write(content)
             os.rename(tmp, path)
-            module.set_fs_attributes_if_different(
-                module.load_file_common_arguments(dict(path=path, mode=module.params["mode"])), False
-            )
+            module.set_fs_attributes_if_different(attributes, False)
     module.exit_json(changed=bool(written), files=files, written=written)
 
 

@@ -17,7 +17,9 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "controlplane"))
 
+from control_plane import ControlPlane, bin_dir
 from render_site import COLLECTIONS, link_collection
 
 
@@ -59,3 +61,32 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     yield url, token
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def control_plane_bin() -> Path:
+    """The control plane's binaries (scripts/build_control_plane.sh builds them once)."""
+    return bin_dir()
+
+
+@pytest.fixture(scope="session")
+def start_control_plane(control_plane_bin: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Start a fresh real control plane (stopped at the end of the session)."""
+    started: list[ControlPlane] = []
+
+    def start() -> ControlPlane:
+        plane = ControlPlane(tmp_path_factory.mktemp("kube"), control_plane_bin).start()
+        started.append(plane)
+        return plane
+
+    yield start
+    for plane in started:
+        plane.stop()
+
+
+@pytest.fixture()
+def kube(start_control_plane) -> Iterator[ControlPlane]:
+    """A real control plane of one test: kube-apiserver, controllers, scheduler, kwok nodes."""
+    plane = start_control_plane()
+    yield plane
+    plane.stop()

@@ -1,4 +1,4 @@
-"""gpu_facts on a host whose nvidia-smi is a script, annotating a node of the in-memory API."""
+"""gpu_facts with an nvidia-smi script, annotating a kwok node of a real control plane."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_kube_api import FakeKubernetes
+from control_plane import ControlPlane
 from render_site import COLLECTIONS, REPO, link_collection
 
 MODULE = REPO / "plugins" / "modules" / "gpu_facts.py"
@@ -60,25 +60,23 @@ def test_broken_nvidia_smi_is_an_error(tmp_path: Path) -> None:
 
 
 @pytest.fixture()
-def api(tmp_path: Path):
-    fake = FakeKubernetes().start()
+def api(kube: ControlPlane):
     for node in NODES:
-        fake.add(node)
-    yield fake, str(fake.kubeconfig(tmp_path / "kubeconfig"))
-    fake.stop()
+        kube.add(node)
+    return kube, str(kube.kubeconfig)
 
 
 def test_facts_and_idempotent_annotation(tmp_path: Path, api) -> None:
-    fake, kubeconfig = api
+    kube, kubeconfig = api
     env = host(tmp_path, smi_script(T4))
     args = {"annotate_node": "aios-worker-1", "kubeconfig": kubeconfig}
     preview = run_module(args, env, check_mode=True)
     assert preview["changed"] is True
-    assert "gpu.aios/info" not in fake.get("Node", "aios-worker-1")["metadata"]["annotations"]
+    assert "gpu.aios/info" not in kube.get("Node", "aios-worker-1")["metadata"]["annotations"]
     first = run_module(args, env)
     assert first["changed"] is True and first["cuda_version"] == "12.2"
     assert first["gpus"]["gpus"] == [{"modelName": "Tesla T4", "memory": 15360}]
-    annotations = fake.get("Node", "aios-worker-1")["metadata"]["annotations"]
+    annotations = kube.get("Node", "aios-worker-1")["metadata"]["annotations"]
     assert annotations["gpu.aios/info"] == '[{"modelName":"Tesla T4","memory":15360}]'
     assert run_module(args, env)["changed"] is False
     missing = run_module({"annotate_node": "no-such-node", "kubeconfig": kubeconfig}, env)

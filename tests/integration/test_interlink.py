@@ -1,5 +1,5 @@
 """playbooks/interlink.yml: the NuNet plugin and the interLink chart rendered strictly valid
-and wired together, and installed through a real helm against the in-memory API.
+and wired together, and installed through a real helm on a real control plane.
 
 The chart is the stand-in of `stand_in_charts/interlink/` (see its README): the same values
 interface as interLink's published chart, typed by its values.schema.json, so a value the
@@ -7,12 +7,14 @@ role generates wrongly fails helm here as it would fail the published chart."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
+from control_plane import ControlPlane
 from render_site import manifests, render_site
-from test_apply_mode import FIXTURES, cluster, playbook
+from test_apply_mode import FIXTURES, playbook, seed
 from test_render import KUBERNETES_VERSIONS, assert_strictly_valid
 from test_render import test_every_container_is_hardened as assert_hardened
 
@@ -56,8 +58,10 @@ def test_every_manifest_is_strictly_valid(rendered: Path, version: str) -> None:
 
 def test_the_plugin_keeps_its_mapping_and_wants_its_token(rendered: Path) -> None:
     plugin = by_name(rendered, "interlink")
+    # the token Secret is generated once into the render directory (mode 0600)
     assert sorted(plugin) == ["Deployment/nunet-plugin", "Namespace/interlink",
-                              "PersistentVolumeClaim/nunet-plugin-data", "Service/nunet-plugin"]
+                              "PersistentVolumeClaim/nunet-plugin-data",
+                              "Secret/nunet-plugin-token", "Service/nunet-plugin"]
     assert_hardened({Path(k): m for k, m in plugin.items()})
     deployment = plugin["Deployment/nunet-plugin"]
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}, "one pod on the RWO claim"
@@ -66,6 +70,8 @@ def test_the_plugin_keeps_its_mapping_and_wants_its_token(rendered: Path) -> Non
     env = env_of(main)
     assert env["NUNET_PLUGIN_STORE_PATH"].startswith("/data/")
     assert env["NUNET_PLUGIN_DMS_URL"] == "http://10.0.0.5:9999"
+    assert json.loads(env["NUNET_PLUGIN_NODE_TAINTS"]) == [
+        {"key": "virtual-node.interlink/no-schedule", "value": "true", "effect": "NoSchedule"}]
     assert env["NUNET_PLUGIN_API_TOKEN"] == {"secretKeyRef": {"name": "nunet-plugin-token",
                                                               "key": "token"}}
     assert "NUNET_PLUGIN_DMS_TOKEN" not in env and "NUNET_PLUGIN_INSECURE_NO_AUTH" not in env
@@ -144,6 +150,8 @@ def test_options_reach_the_manifests(tmp_path: Path) -> None:
     ({"interlink_node_name": "NuNet_Node"}, "must be DNS-1123 labels"),
     ({"interlink_node_taints": [{"key": "k", "effect": "Never"}]}, "needs a key and an effect"),
     ({"interlink_helm_binary": "/nowhere/helm"}, "install helm 3.8 or later"),
+    ({"interlink_virtual_kubelet_image": "example.org/virtual-kubelet-inttw:0.6.0"},
+     "virtual-kubelet-inttw:0.6.0 is older than interLink 0.6.2"),
     ({"interlink_chart_ref": "/nowhere/chart"}, "offline, point interlink_chart_ref at a copy"),
 ])
 def test_bad_settings_are_named(tmp_path: Path, extra: dict, message: str) -> None:
@@ -173,68 +181,76 @@ def test_without_helm_render_mode_can_write_only_the_values(tmp_path: Path) -> N
     assert not (tmp_path / "interlink_chart").exists()
 
 
-def test_apply_installs_with_helm_and_waits_for_the_node(tmp_path: Path) -> None:
-    fake = cluster("node_virtual_nunet.yml")
-    try:
-        first = playbook(fake, tmp_path, "interlink.yml", **SETTINGS)
-        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
-        token = fake.get("Secret", "nunet-plugin-token", "interlink")["stringData"]["token"]
-        assert len(token) == 48 and token not in first.stdout
-        assert fake.get("Deployment", "nunet-plugin", "interlink") is not None
-        release = fake.get("Secret", "sh.helm.release.v1.nunet-node.v1", "interlink")
-        assert release["metadata"]["labels"]["status"] == "deployed"
-        forwarder = container(fake.get("Deployment", "nunet-node-node", "interlink"), "plugin")
-        assert env_of(forwarder)["NUNET_FORWARD_UPSTREAM"] == "http://nunet-plugin.interlink.svc:4000"
-        assert "Virtual node nunet-node is Ready" in first.stdout
-        assert "nunet.io/gpu.nvidia.rtx.3090.24gb" in first.stdout
+def virtual_node(kube: ControlPlane, ready: str | None = "True") -> None:
+    """The virtual node of the fixture; kwok keeps it Ready, or it is left as ``ready``.
 
-        again = playbook(fake, tmp_path, "interlink.yml", **SETTINGS)
-        assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-4000:]
-        assert fake.get("Secret", "nunet-plugin-token", "interlink")["stringData"]["token"] == token
-        assert fake.get("Secret", "sh.helm.release.v1.nunet-node.v2", "interlink") is None
-    finally:
-        fake.stop()
+    The cluster's own nodes (kwok's) run the plugin and interLink's pods."""
+    seed(kube, "nodes_good.yml")
+    node = yaml.safe_load((FIXTURES / "node_virtual_nunet.yml").read_text())["items"][0]
+    if ready == "True":
+        kube.add(node)
+    elif ready is not None:
+        node["status"]["conditions"] = [{"type": "Ready", "status": ready, "reason": "Test",
+                                         "message": "not ready"}]
+        kube.add(node, kwok=False)
+
+
+def secret_value(kube: ControlPlane, name: str) -> str:
+    import base64
+
+    return base64.b64decode(kube.get("Secret", name, "interlink")["data"]["token"]).decode()
+
+
+def test_apply_installs_with_helm_and_waits_for_the_node(kube: ControlPlane) -> None:
+    virtual_node(kube)
+    first = playbook(kube, "interlink.yml", **SETTINGS)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    token = secret_value(kube, "nunet-plugin-token")
+    assert len(token) == 48 and token not in first.stdout
+    plugin = kube.get("Deployment", "nunet-plugin", "interlink")
+    assert plugin["status"]["readyReplicas"] == 1
+    release = kube.get("Secret", "sh.helm.release.v1.nunet-node.v1", "interlink")
+    assert release["metadata"]["labels"]["status"] == "deployed"
+    forwarder = container(kube.get("Deployment", "nunet-node-node", "interlink"), "plugin")
+    assert env_of(forwarder)["NUNET_FORWARD_UPSTREAM"] == "http://nunet-plugin.interlink.svc:4000"
+    assert "Virtual node nunet-node is Ready" in first.stdout
+    assert "nunet.io/gpu.nvidia.rtx.3090.24gb" in first.stdout
+
+    again = playbook(kube, "interlink.yml", **SETTINGS)
+    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-4000:]
+    assert secret_value(kube, "nunet-plugin-token") == token
+    assert kube.get("Secret", "sh.helm.release.v1.nunet-node.v2", "interlink") is None
 
 
 @pytest.mark.parametrize(("node_ready", "message"), [
     (None, "The virtual node nunet-node did not register within 3 s"),
     ("False", "The virtual node nunet-node is not Ready within 3 s"),
 ])
-def test_a_node_that_is_not_ready_fails_naming_where_to_look(tmp_path: Path, node_ready,
+def test_a_node_that_is_not_ready_fails_naming_where_to_look(kube: ControlPlane, node_ready,
                                                              message: str) -> None:
-    fake = cluster()
-    if node_ready is not None:
-        node = yaml.safe_load((FIXTURES / "node_virtual_nunet.yml").read_text())["items"][0]
-        node["status"]["conditions"] = [{"type": "Ready", "status": node_ready}]
-        fake.add(node)
-    try:
-        done = playbook(fake, tmp_path, "interlink.yml", **SETTINGS, interlink_wait_timeout=3)
-        assert done.returncode != 0
-        assert message in done.stdout, done.stdout[-3000:]
-        assert "logs deploy/nunet-node-node -c vk" in done.stdout
-    finally:
-        fake.stop()
+    virtual_node(kube, node_ready)
+    done = playbook(kube, "interlink.yml", **SETTINGS, interlink_wait_timeout=3)
+    assert done.returncode != 0
+    assert message in done.stdout, done.stdout[-3000:]
+    assert "logs deploy/nunet-node-node -c vk" in done.stdout
 
 
-def test_check_mode_changes_nothing(tmp_path: Path) -> None:
-    fake = cluster("node_virtual_nunet.yml")
-    try:
-        done = playbook(fake, tmp_path, "interlink.yml", "--check", **SETTINGS)
-        assert done.returncode == 0, done.stdout[-4000:]
-        assert fake.kinds() == {"Node": 1}
-    finally:
-        fake.stop()
+def test_check_mode_changes_nothing(kube: ControlPlane) -> None:
+    virtual_node(kube)
+    namespaces = kube.names("Namespace")
+    done = playbook(kube, "interlink.yml", "--check", **SETTINGS)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert kube.names("Namespace") == namespaces and not kube.list("Deployment")
 
 
-def test_uninstall_removes_the_release_and_keeps_the_mapping(tmp_path: Path) -> None:
-    fake = cluster("node_virtual_nunet.yml")
-    try:
-        assert playbook(fake, tmp_path, "interlink.yml", **SETTINGS).returncode == 0
-        done = playbook(fake, tmp_path, "uninstall.yml", "--tags", "interlink")
-        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-        assert fake.get("Deployment", "nunet-node-node", "interlink") is None
-        assert fake.get("Deployment", "nunet-plugin", "interlink") is None
-        assert fake.get("Secret", "sh.helm.release.v1.nunet-node.v1", "interlink") is None
-        assert fake.get("PersistentVolumeClaim", "nunet-plugin-data", "interlink") is not None
-    finally:
-        fake.stop()
+def test_uninstall_removes_the_release_and_keeps_the_mapping(kube: ControlPlane) -> None:
+    virtual_node(kube)
+    installed = playbook(kube, "interlink.yml", **SETTINGS)
+    assert installed.returncode == 0, installed.stdout[-4000:]
+    done = playbook(kube, "uninstall.yml", "--tags", "interlink")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert kube.get("Deployment", "nunet-node-node", "interlink") is None
+    assert kube.get("Deployment", "nunet-plugin", "interlink") is None
+    assert kube.get("Secret", "sh.helm.release.v1.nunet-node.v1", "interlink") is None
+    assert kube.get("PersistentVolumeClaim", "nunet-plugin-data", "interlink") is not None
+    assert not kube.list("Pod", "interlink"), "no pod is left behind"

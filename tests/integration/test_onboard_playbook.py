@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from fake_kube_api import FakeKubernetes
+from control_plane import ControlPlane
 from render_site import REPO, run_playbook
 
 NODES = REPO / "tests" / "unit" / "fixtures" / "kubectl_get_nodes.json"
@@ -90,24 +90,23 @@ def test_review_then_submit_from_a_node_file(runtime, gpu_host, tmp_path: Path) 
     assert recap_changed(again.stdout) == 0
 
 
-def test_annotates_the_gpu_node_through_the_api(gpu_host, tmp_path: Path) -> None:
+def test_annotates_the_gpu_node_through_the_api(gpu_host, tmp_path: Path,
+                                                kube: ControlPlane) -> None:
     inventory, env = gpu_host
-    fake = FakeKubernetes().start()
-    try:
-        for node in json.loads(NODES.read_text())["items"]:
-            fake.add(node)
-        variables = {"cluster_onboarding_config": config("onboard-api"),
-                     "cluster_onboarding_dest": str(tmp_path / "out"),
-                     "aios_kubeconfig": str(fake.kubeconfig(tmp_path / "kubeconfig"))}
-        first = onboard(inventory, env, **variables)
-        assert first.returncode == 0, first.stdout + first.stderr
-        annotations = fake.get("Node", "aios-worker-3")["metadata"]["annotations"]
-        assert json.loads(annotations["gpu.aios/info"]) == [{"modelName": "Tesla T4",
-                                                             "memory": 15360}]
-        again = onboard(inventory, env, **variables)
-        assert again.returncode == 0 and recap_changed(again.stdout) == 0
-    finally:
-        fake.stop()
+    for node in json.loads(NODES.read_text())["items"]:
+        kube.add(node)
+    variables = {"cluster_onboarding_config": config("onboard-api"),
+                 "cluster_onboarding_dest": str(tmp_path / "out"),
+                 "aios_kubeconfig": str(kube.kubeconfig)}
+    first = onboard(inventory, env, **variables)
+    assert first.returncode == 0, first.stdout + first.stderr
+    annotations = kube.get("Node", "aios-worker-3")["metadata"]["annotations"]
+    assert json.loads(annotations["gpu.aios/info"]) == [{"modelName": "Tesla T4",
+                                                         "memory": 15360}]
+    document = json.loads((tmp_path / "out" / "onboard-api_populated.json").read_text())
+    assert {n["id"] for n in document["nodes"]["nodeData"]} == set(kube.names("Node"))
+    again = onboard(inventory, env, **variables)
+    assert again.returncode == 0 and recap_changed(again.stdout) == 0
 
 
 def test_missing_settings_are_named(gpu_host) -> None:

@@ -35,14 +35,19 @@ SEED_SERVICES = [
     ("metrics-system", "global-vdag-metrics", 8890, 30203),
     ("services", "parser", 8000, 30500),
     ("services", "cluster-controller-gateway", 5000, 30600),
+    # Not in the seed's table, but deployed by upstream's installer
+    # (k8s/installer/registries/registries/network-registry.yaml of OpenCyberspace/AIGr.id).
+    ("registries", "networks-registry-svc", 5000, 30113),
 ]
+# The address member clusters reach the management cluster at (GLOBAL_SERVICES_MAP).
+PUBLIC = {"aios_public_address": "203.0.113.10"}
 KUBERNETES_VERSIONS = ["1.29.0", "1.33.0"]
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, dict]:
     directory = tmp_path_factory.mktemp("manifests")
-    done = render_site(directory)
+    done = render_site(directory, PUBLIC)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return manifests(directory)
 
@@ -67,7 +72,8 @@ def test_files_are_named_role_kind_name(rendered: dict[Path, dict]) -> None:
     for path, manifest in rendered.items():
         assert path.name == f"{manifest['kind'].lower()}-{manifest['metadata']['name']}.yaml"
     roles = {path.parent.name for path in rendered}
-    assert roles == {"registry_db", "registries", "utils", "metrics_db", "metrics", "core_services"}
+    assert roles == {"registry_db", "policy_runtime", "registries", "utils", "metrics_db",
+                     "metrics", "core_services"}
 
 
 def test_services_match_the_seed_tables(rendered: dict[Path, dict]) -> None:
@@ -99,7 +105,7 @@ def test_every_container_is_hardened(rendered: dict[Path, dict]) -> None:
             resources = container["resources"]
             assert resources["requests"] and resources["limits"], path.name
             assert container["securityContext"]["allowPrivilegeEscalation"] is False, path.name
-            if manifest["kind"] in ("Deployment", "StatefulSet"):
+            if manifest["kind"] in ("Deployment", "StatefulSet") and container.get("ports"):
                 assert "readinessProbe" in container and "livenessProbe" in container, path.name
 
 
@@ -124,31 +130,40 @@ def test_registry_database_keeps_the_seed_names(rendered: dict[Path, dict]) -> N
     assert ("Job", "metrics-db-init-client") in by_name
 
 
-def test_consumers_get_the_uri_under_every_upstream_name(rendered: dict[Path, dict]) -> None:
-    deployment = next(
-        m for m in rendered.values()
-        if m["kind"] == "Deployment" and m["metadata"]["name"] == "blocks-db"
-    )
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e.get("value") for e in container["env"]}
+def test_consumers_get_the_uri_under_the_name_their_image_reads(
+    rendered: dict[Path, dict],
+) -> None:
+    deployments = {m["metadata"]["name"]: m for m in rendered.values() if m["kind"] == "Deployment"}
+
+    def env(name: str, container: int = 0) -> dict:
+        spec = deployments[name]["spec"]["template"]["spec"]["containers"][container]
+        return {e["name"]: e.get("value") for e in spec["env"]}
+
     expected = (
         "mongodb://registry-0.registries.svc.cluster.local:27017,"
         "registry-1.registries.svc.cluster.local:27017,"
         "registry-2.registries.svc.cluster.local:27017/blocks?replicaSet=rs0"
     )
-    assert env["MONGO_URL"] == env["MONGO_HOST_URL"] == env["DB_URL"] == expected
+    assert env("blocks-db") == {"MONGO_HOST_URL": expected}
+    assert env("tasks-db")["MONGO_URL"] == env("tasks-db", 1)["MONGO_URL"]
+    for runtime in ("policies-system", "clusters-db"):
+        assert "/?" not in env(runtime)["AIOS_MONGO_URI"]
+        assert not {"DB_URL", "MONGO_URL", "MONGO_HOST_URL"} & set(env(runtime))
 
 
 def test_rendering_twice_gives_identical_files(
     rendered: dict[Path, dict], tmp_path: Path
 ) -> None:
-    done = render_site(tmp_path)
+    done = render_site(tmp_path, PUBLIC)
     assert done.returncode == 0
-    repeat = render_site(tmp_path)
+    repeat = render_site(tmp_path, PUBLIC)
     assert "changed=0" in repeat.stdout, "a second render into the same directory changes nothing"
-    again = {p.relative_to(tmp_path): p.read_text() for p in sorted(tmp_path.rglob("*.yaml"))}
+    # Generated Secrets differ between directories (and are reused within one).
+    again = {p.relative_to(tmp_path): p.read_text() for p in sorted(tmp_path.rglob("*.yaml"))
+             if not p.name.startswith("secret-")}
     first_root = next(iter(rendered)).parents[1]
-    first = {p.relative_to(first_root): p.read_text() for p in rendered}
+    first = {p.relative_to(first_root): p.read_text() for p in rendered
+             if not p.name.startswith("secret-")}
     assert again == first
 
 
@@ -164,10 +179,23 @@ def test_options_render_valid_manifests(tmp_path: Path) -> None:
     })
     assert done.returncode == 0, done.stdout[-3000:]
     rendered = manifests(tmp_path)
-    assert {p.parent.name for p in rendered} == {"registry_db", "registries", "metrics"}
+    assert {p.parent.name for p in rendered} == {"registry_db", "policy_runtime", "registries",
+                                                 "metrics"}
     kinds = {(m["kind"], m["metadata"]["name"]) for m in rendered.values()}
     assert {("CronJob", "registry-backup"), ("StorageClass", "registry-local"),
-            ("PersistentVolume", "registry-worker-1")} <= kinds
+            ("PersistentVolume", "registry-worker-1"), ("PersistentVolume", "registry-backup"),
+            ("Job", "registry-volume-worker-1"), ("Job", "registry-volume-worker-2")} <= kinds
+    by_name = {(m["kind"], m["metadata"]["name"]): m for m in rendered.values()}
+    # local volume mode: the backup claim is bound to its own local volume, not left Pending
+    backup = by_name[("PersistentVolumeClaim", "registry-backup")]["spec"]
+    assert (backup["storageClassName"], backup["volumeName"]) == ("registry-local",
+                                                                  "registry-backup")
+    # the init Job's and the backup's pods are not the StatefulSet's
+    statefulset = by_name[("StatefulSet", "registry")]["spec"]
+    for kind, name in (("Job", "registry-init-client"), ("Job", "registry-volume-worker-1")):
+        labels = by_name[(kind, name)]["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] != statefulset["selector"]["matchLabels"][
+            "app.kubernetes.io/name"]
     for manifest in rendered.values():
         kubernetes_validate.validate(manifest, "1.33.0", strict=True)
         pod = manifest.get("spec", {}).get("template", {}).get("spec")
@@ -193,16 +221,56 @@ def test_bad_variables_are_named(tmp_path: Path) -> None:
 
 
 def test_preflight_and_node_labels_skip_in_render_mode(tmp_path: Path) -> None:
-    done = render_site(tmp_path)
+    done = render_site(tmp_path, PUBLIC)
     assert "preflight's cluster checks are skipped" in done.stdout
     assert "node labels are applied to a live cluster only" in done.stdout
     assert not (tmp_path / "preflight").exists()
 
 
-def test_token_secret_is_rendered_only_when_given(tmp_path: Path) -> None:
-    done = render_site(tmp_path, {"policy_runtime_api_token": "t0ken-for-render"})
+def test_token_secret_is_rendered_as_given(tmp_path: Path) -> None:
+    done = render_site(tmp_path, {**PUBLIC, "policy_runtime_api_token": "t0ken-for-render"})
     assert done.returncode == 0
-    secret = manifests(tmp_path / "policy_runtime")
-    (manifest,) = secret.values()
-    assert manifest["kind"] == "Secret" and manifest["stringData"] == {"token": "t0ken-for-render"}
+    secret = manifests(tmp_path / "policy_runtime")[
+        tmp_path / "policy_runtime" / "secret-aios-policy-runtime-token.yaml"]
+    assert secret["kind"] == "Secret" and secret["stringData"] == {"token": "t0ken-for-render"}
     assert "t0ken-for-render" not in done.stdout, "the token must not be logged"
+
+
+def test_generated_secret_is_private_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "policy_runtime" / "secret-aios-policy-runtime-token.yaml"
+    assert render_site(tmp_path, PUBLIC).returncode == 0
+    token = manifests(tmp_path / "policy_runtime")[path]["stringData"]["token"]
+    assert len(token) >= 32
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = render_site(tmp_path, PUBLIC)
+    assert again.returncode == 0 and token not in again.stdout
+    assert manifests(tmp_path / "policy_runtime")[path]["stringData"]["token"] == token
+
+
+def test_external_secrets_are_named_in_the_readme(tmp_path: Path) -> None:
+    done = render_site(tmp_path, {**PUBLIC, "aios_render_secrets": "external"})
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert not list(tmp_path.rglob("secret-*.yaml"))
+    readme = (tmp_path / "README.md").read_text()
+    assert "Secret `aios-policy-runtime-token` in namespace `registries`" in readme
+
+
+def test_a_variable_an_image_needs_fails_the_render_by_name(tmp_path: Path) -> None:
+    done = render_site(tmp_path, {**PUBLIC, "core_services_infra_image": ""})
+    assert done.returncode != 0
+    assert ("cluster-controller-gateway: container cluster-controller-gateway needs "
+            "INFRA_CONTAINER_IMAGE_NAME") in done.stdout
+    no_address = render_site(tmp_path / "no-address")
+    assert no_address.returncode != 0
+    assert "needs GLOBAL_SERVICES_MAP" in no_address.stdout
+    assert "aios_public_address" in no_address.stdout
+
+
+def test_a_variable_no_image_reads_fails_the_render_by_name(tmp_path: Path) -> None:
+    rows = [{"name": "search-server", "service": "search-server", "image": "example/search:1",
+             "ports": [{"name": "http", "port": 12000}], "env": {"CLUSTER_DB_URL": "http://x"},
+             "wiring": {"search-server": {}}}]
+    done = render_site(tmp_path, {**PUBLIC, "utils_components": rows})
+    assert done.returncode != 0
+    assert ("search-server: container search-server sets CLUSTER_DB_URL, which its image does "
+            "not read") in done.stdout

@@ -81,3 +81,17 @@ def test_valid_manifests_are_written_after_validation(tmp_path: Path) -> None:
     result = run_module({"dest": str(tmp_path), "manifests": [SERVICE],
                          "validate": ["1.29.0", "1.33.0"]})
     assert result["changed"] is True and (tmp_path / "service-b.yaml").exists()
+
+
+def test_secrets_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "t", "namespace": "x"},
+              "stringData": {"token": "s3cret"}}
+    path = tmp_path / "secret-t.yaml"
+    first = run_module({"dest": str(tmp_path), "manifests": [secret, SERVICE]})
+    assert first["changed"] is True
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "service-b.yaml").stat().st_mode & 0o777 == 0o644
+    path.chmod(0o644)  # a copy made readable is made private again, content unchanged
+    again = run_module({"dest": str(tmp_path), "manifests": [secret, SERVICE]})
+    assert again["changed"] is True and again["written"] == [str(path)]
+    assert path.stat().st_mode & 0o777 == 0o600
