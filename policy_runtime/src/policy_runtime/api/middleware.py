@@ -117,6 +117,20 @@ class _BodyTooLarge(BaseException):
     pass
 
 
+class TrackedSend:
+    """``send`` that notes whether the response has started: once it has, an error can no
+    longer be answered with a response of its own."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class BodySizeLimitMiddleware:
     """413 for bodies over ``max_bytes``, by Content-Length or by counting the stream."""
 
@@ -138,7 +152,7 @@ class BodySizeLimitMiddleware:
                 await send_json(send, 413, self._too_large())
                 return
         received = 0
-        started = False
+        tracked = TrackedSend(send)
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -149,14 +163,8 @@ class BodySizeLimitMiddleware:
                     raise _BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, tracked)
         except _BodyTooLarge:
-            if not started:
+            if not tracked.started:
                 await send_json(send, 413, self._too_large())

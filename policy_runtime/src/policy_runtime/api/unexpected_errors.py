@@ -12,7 +12,7 @@ import logging
 import secrets
 import traceback
 
-from policy_runtime.api.middleware import ASGIApp, Message, Receive, Scope, Send, send_json
+from policy_runtime.api.middleware import ASGIApp, Receive, Scope, Send, TrackedSend, send_json
 
 log = logging.getLogger("policy_runtime.api")
 _MAX_MESSAGE = 300
@@ -36,16 +36,9 @@ class UnexpectedErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception as exc:  # the point of this middleware: nothing escapes unlogged
             error_id = secrets.token_hex(6)
             log.error(
@@ -59,7 +52,7 @@ class UnexpectedErrorMiddleware:
                     "error": str(exc)[:_MAX_MESSAGE],
                 },
             )
-            if not started:
+            if not tracked.started:
                 await send_json(send, 500, {
                     "detail": f"internal error {error_id}: the service logged it under this id",
                 })
