@@ -1,13 +1,19 @@
-"""Shared helpers of the benchmarks: timing loops and percentile reports."""
+"""Shared helpers of the benchmarks: timing loops, percentile reports, a runtime to measure."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_DIR = REPO / "policies" / "examples" / "scale-block-cap"
@@ -54,3 +60,28 @@ def time_interleaved(
 def verdict(value: float, target: float, lower_is_better: bool = True) -> str:
     met = value <= target if lower_is_better else value >= target
     return "meets target" if met else "MISSES target"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_runtime(args: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
+    """``aios-policy serve`` with ``args`` and ``env`` on a free port, once /healthz answers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "policy_runtime", "serve", "--port", str(port), *args],
+        env={**os.environ, "AIOS_ACCESS_LOG": "false", "AIOS_LOG_LEVEL": "WARNING", **env},
+        stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"the runtime did not start; see {log}")

@@ -15,44 +15,18 @@ import json
 import os
 import secrets
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from common import example_policy, percentiles, verdict
+from common import example_policy, percentiles, start_runtime, verdict
 from policy_runtime.embedded_db import EmbeddedDatabase
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(mongo_uri: str, token: str, pool_size: int, log: Path) -> tuple:
-    port = _free_port()
-    env = {
-        **os.environ, "AIOS_MONGO_URI": mongo_uri, "AIOS_API_TOKEN": token,
-        "AIOS_POOL_SIZE": str(pool_size), "AIOS_ACCESS_LOG": "false", "AIOS_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "policy_runtime", "serve", "--port", str(port)],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, port
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"the runtime did not start; see {log}")
+    return start_runtime([], {"AIOS_MONGO_URI": mongo_uri, "AIOS_API_TOKEN": token,
+                              "AIOS_POOL_SIZE": str(pool_size)}, log)
 
 
 def _request(method: str, path: str, token: str, body: bytes = b"") -> bytes:

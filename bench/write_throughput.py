@@ -11,18 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from common import REPO, percentiles
+from common import REPO, percentiles, start_runtime
 
 ALLOW_ALL = (
     "class AIOSv1PolicyRule:\n"
@@ -34,34 +31,13 @@ ALLOW_ALL = (
 SEED_CLUSTER = REPO / "policies" / "clusters" / "cluster-west-vision-001.json"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(data_dir: Path, token: str, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {
-        **os.environ, "AIOS_API_TOKEN": token, "AIOS_POOL_SIZE": "1",
-        "AIOS_RUN_MODES": "policies,clusters", "AIOS_ACCESS_LOG": "false",
-        "AIOS_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "policy_runtime", "serve", "--port", str(port),
-         "--embedded-db", str(data_dir)],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    proc, port = start_runtime(
+        ["--embedded-db", str(data_dir)],
+        {"AIOS_API_TOKEN": token, "AIOS_POOL_SIZE": "1", "AIOS_RUN_MODES": "policies,clusters"},
+        log,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"the runtime did not start; see {log}")
+    return proc, f"http://127.0.0.1:{port}"
 
 
 async def drive(url: str, token: str, kind: str, writers: int, seconds: float) -> dict:
