@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 LOCAL_DIR := build/local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv collection-link control-plane run stop test lint sanity test-runtime test-plugin test-unit test-integration soak bench clean
+.PHONY: help venv collection-link control-plane run shell stop test lint sanity test-runtime test-plugin test-unit test-integration soak bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ collection-link: ## make this checkout the aios.platform collection for ansible 
 
 run: $(STAMP) collection-link ## the embedded local default: runtime, onboarding, governance, rendered manifests
 	$(BIN)/python scripts/run_local.py --dir $(LOCAL_DIR)
+
+shell: $(STAMP) collection-link ## a shell with aios-policy and ansible-playbook on PATH and the collection found (`exit` leaves it)
+	@echo "aios.platform tools shell: aios-policy, ansible-playbook, ansible-galaxy on PATH; 'exit' leaves it"
+	@VIRTUAL_ENV="$(CURDIR)/$(VENV)" ANSIBLE_COLLECTIONS_PATH="$(CURDIR)/build/collections" \
+		bash --rcfile <(printf '%s\n' '[ -f ~/.bashrc ] && . ~/.bashrc' \
+		'export PATH="$(CURDIR)/$(BIN):$$PATH" PS1="(aios) $$PS1"') -i
 
 stop: ## stop what `make run` started
 	@$(BIN)/python scripts/run_local.py --dir $(LOCAL_DIR) --stop

@@ -169,8 +169,9 @@ def run(local: Local, manifests: Path) -> int:
     except ValueError:
         tools = bin_dir
     print(f"  tools: aios-policy (eval, check, test) and ansible-playbook are in {tools}/; "
-          f'put them on PATH with  export PATH="$PWD/{tools}:$PATH"  and the collection '
-          f"with  export ANSIBLE_COLLECTIONS_PATH=$PWD/build/collections")
+          "`make shell` opens a shell with them on PATH and the aios.platform collection "
+          f'found (or:  export PATH="$PWD/{tools}:$PATH" '
+          "ANSIBLE_COLLECTIONS_PATH=$PWD/build/collections)")
     return 0
 
 

@@ -9,7 +9,7 @@ import traceback
 
 try:
     from typing import Annotated, Any, Dict, List, Literal, Optional, Union
-    from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+    from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_serializer, model_validator
 except ImportError:
     HAS_PYDANTIC = False
     PYDANTIC_IMPORT_ERROR = traceback.format_exc()
@@ -20,7 +20,7 @@ else:
 if HAS_PYDANTIC:
     ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
-    # A quantity in MB or MBps: integers stay integers (the seed's documents use them).
+    # A quantity in MB or MBps: integers stay integers (upstream's documents use them).
     Amount = Annotated[Union[int, float], Field(ge=0)]
 
     class _Strict(BaseModel):
@@ -66,13 +66,44 @@ if HAS_PYDANTIC:
     class Gpus(_Strict):
         count: NonNegativeInt
         memory: Amount
+        # Upstream's cluster controller sets gpus.modelNames when it adds or removes a node.
+        modelNames: Optional[List[str]] = None
+
+        @model_serializer(mode="wrap")
+        def _without_unset_optionals(self, handler: Any) -> Dict[str, Any]:
+            return _without_none(handler(self), ("modelNames",))
+
+    def _without_none(dumped: Any, optional: tuple) -> Any:
+        """A dump without the optional fields left unset: stored documents do not grow nulls."""
+        if isinstance(dumped, dict):
+            for key in optional:
+                if dumped.get(key) is None:
+                    dumped.pop(key, None)
+        return dumped
 
     class UrlMap(_Strict):
+        """Where the cluster's services answer. Upstream's gateway writes the five URLs (and
+        ``membershipServer``) when it creates the cluster's infrastructure and sets the map
+        to ``{}`` when it removes it: an empty map means "no infrastructure" and is kept as
+        it is; any other map needs the five URLs."""
+
         controllerService: str
         metricsService: str
         blocksQuery: str
         publicGateway: str
         parameterUpdater: str
+        membershipServer: Optional[str] = None
+
+        @model_validator(mode="wrap")
+        @classmethod
+        def _empty_means_no_infrastructure(cls, data: Any, handler: Any) -> Any:
+            if isinstance(data, dict) and not data:
+                return cls.model_construct(_fields_set=set())
+            return handler(data)
+
+        @model_serializer(mode="wrap")
+        def _without_unset_optionals(self, handler: Any) -> Dict[str, Any]:
+            return _without_none(handler(self), ("membershipServer",))
 
     class StabilityChecker(_Strict):
         """Which stability policy the controller runs, as upstream AIOS stores it."""
@@ -124,7 +155,7 @@ if HAS_PYDANTIC:
         reputation: Optional[Union[int, float]] = None
 
     def aggregate(nodes: List[NodeData]) -> Dict[str, Any]:
-        """The cluster-level totals of seeds/003 computed from its nodes."""
+        """The cluster-level totals of a cluster document computed from its nodes."""
         return {
             "nodes": {"count": len(nodes), "nodeData": [n.model_dump() for n in nodes]},
             "gpus": {"count": sum(n.gpus.count for n in nodes),

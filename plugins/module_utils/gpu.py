@@ -1,6 +1,6 @@
 # Copyright: AIOS platform contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""GPU facts from nvidia-smi, in the cluster document's node ``gpus`` shape (seeds/003)."""
+"""GPU facts from nvidia-smi, in the cluster document's node ``gpus`` shape."""
 
 from __future__ import absolute_import, division, print_function
 

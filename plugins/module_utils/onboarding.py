@@ -1,6 +1,6 @@
 # Copyright: AIOS platform contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Building a cluster document (seeds/003) from a cluster config and Kubernetes nodes.
+"""Building a cluster document of the clusters registry from a cluster config and Kubernetes nodes.
 
 Pure functions, shared by the cluster_onboard module and its tests. Memory, swap and
 storage are in MiB, as upstream AIOS counts them. Values Kubernetes does not report
@@ -93,7 +93,7 @@ def node_entry(node, warnings, gpu_annotation=None):
 
 
 def aggregate(nodes):
-    """The cluster totals of seeds/003 from its node entries."""
+    """The cluster totals of a cluster document from its node entries."""
     def total(path):
         value = 0
         for node in nodes:
@@ -114,6 +114,51 @@ def aggregate(nodes):
                     "txBandwidth": total(("network", "txBandwidth")),
                     "rxBandwidth": total(("network", "rxBandwidth"))},
     }
+
+
+# Upstream AIOS's convention for a cluster's service URLs, from its publicHostname: through
+# the cluster's public gateway (NodePort 32000) under a path per service, or, without the
+# gateway (useGateway false), on a NodePort per service. Upstream's gateway writes the same
+# map when it creates the cluster's infrastructure.
+GATEWAY_PORT = 32000
+GATEWAY_PATHS = (("controllerService", "/controller"), ("metricsService", "/metrics"),
+                 ("blocksQuery", "/blocks"), ("publicGateway", ""), ("parameterUpdater", "/mgmt"))
+NODE_PORTS = (("controllerService", 32300), ("metricsService", 32301), ("blocksQuery", 32302),
+              ("publicGateway", 32000), ("parameterUpdater", 32303), ("membershipServer", 30501))
+
+
+def url_map_for(public_hostname, use_gateway=True):
+    """The cluster's urlMap by upstream's convention for ``public_hostname``."""
+    host = str(public_hostname).strip().rstrip("/")
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    if use_gateway:
+        return dict((name, "http://%s:%d%s" % (host, GATEWAY_PORT, path))
+                    for name, path in GATEWAY_PATHS)
+    return dict((name, "http://%s:%d" % (host, port)) for name, port in NODE_PORTS)
+
+
+def normalise_config(config):
+    """(config, assumed): the cluster config as the registry's model reads it, and what was
+    assumed to get there. Upstream's sample config (k8s/onboarding/cluster/config.json)
+    names the node list ``nodes.nodesData`` and leaves ``config.urlMap`` out: the list is
+    read as ``nodes.nodeData``, and the map is derived from ``config.publicHostname`` and
+    ``config.useGateway`` by upstream's convention (reported in ``assumed``)."""
+    config = dict(config)
+    assumed = {}
+    nodes = config.get("nodes")
+    if isinstance(nodes, dict) and "nodesData" in nodes:
+        nodes = dict(nodes)
+        listed = nodes.pop("nodesData")
+        nodes.setdefault("nodeData", listed)
+        config["nodes"] = nodes
+    settings = config.get("config")
+    if isinstance(settings, dict) and "urlMap" not in settings and settings.get("publicHostname"):
+        use_gateway = settings.get("useGateway", True)
+        derived = url_map_for(settings["publicHostname"], use_gateway is not False)
+        config["config"] = dict(settings, urlMap=derived)
+        assumed["config.urlMap"] = derived
+    return config, assumed
 
 
 def build_document(config, node_objects, gpu_annotations=None):

@@ -11,13 +11,19 @@ module: cluster_onboard
 short_description: Build an AIOS cluster document from its nodes and onboard it
 version_added: 0.1.0
 description:
-  - Builds the cluster document of the clusters registry (seeds/003) from a cluster config
-    (the seed's C(config.json)) and the cluster's nodes, validates it with the registry's own
+  - Builds the cluster document of the clusters registry from a cluster config
+    (upstream AIOS's onboarding C(config.json)) and the cluster's nodes, validates it with the registry's own
     model, writes it as C(<dest>/<cluster_id>_populated.json) for inspection and, with
     O(onboard=true), submits it to the network's parser (C(POST <api_url>/api/createCluster)
     in its Parser/V1 envelope). A cluster already registered gets its node-derived fields
     (nodes, gpus, vcpus, memory, swap, storage, network) refreshed; its other fields belong
     to the registry and its governance, and a config that differs there is only a warning.
+  - Upstream AIOS's sample config is accepted as it is, its C(nodes.nodesData) read as
+    C(nodes.nodeData). Without C(config.urlMap), the map is derived from C(config.publicHostname)
+    by upstream's convention (C(useGateway=true), the default, through the cluster's gateway on
+    port 32000 under C(/controller), C(/metrics), C(/blocks), C(/) and C(/mgmt); C(useGateway=false)
+    on NodePorts 32300, 32301, 32302, 32000, 32303 and 30501 for C(membershipServer)), and
+    returned as RV(assumed).
   - GPUs come from each node's C(gpu.aios/info) annotation (see M(aios.platform.gpu_facts)).
     Memory, swap and storage are in MiB. Kubernetes does not report the number of disks or
     network bandwidth; those get defaults, returned as RV(defaults).
@@ -117,6 +123,19 @@ defaults:
   description: The values assumed because Kubernetes does not report them.
   type: dict
   returned: always
+assumed:
+  description:
+    - What the config left out and onboarding derived, by dotted path; C(config.urlMap) when
+      the map was derived from C(config.publicHostname). Empty when nothing was derived.
+  type: dict
+  returned: always
+  sample:
+    config.urlMap:
+      controllerService: http://203.0.113.7:32000/controller
+      metricsService: http://203.0.113.7:32000/metrics
+      blocksQuery: http://203.0.113.7:32000/blocks
+      publicGateway: http://203.0.113.7:32000
+      parameterUpdater: http://203.0.113.7:32000/mgmt
 """
 
 import json
@@ -173,6 +192,8 @@ def differing_config(config, current):
     ignoring the governance settings that other tools own inside ``config``."""
     differing = []
     for key, value in config.items():
+        if key in onboarding.NODE_FIELDS:
+            continue  # onboarding computes these from the nodes
         registered = current.get(key)
         if key == "config" and isinstance(value, dict) and isinstance(registered, dict):
             value = dict((k, v) for k, v in value.items() if k not in onboarding.GOVERNED_CONFIG)
@@ -248,6 +269,7 @@ def main():
         nodes = nodes.get("items", []) if isinstance(nodes, dict) else nodes
     else:
         nodes = nodes_from_api(module)
+    config, assumed = onboarding.normalise_config(config)
     document, warnings = onboarding.build_document(config, nodes, params["gpu_annotations"])
     for warning in warnings:
         module.warn(warning)
@@ -276,7 +298,7 @@ def main():
         changed = changed or registered != "unchanged"
     module.exit_json(
         changed=changed, cluster=document, path=path, registered=registered,
-        defaults=onboarding.DEFAULTS, diff={"before": before, "after": text,
+        defaults=onboarding.DEFAULTS, assumed=assumed, diff={"before": before, "after": text,
                                             "before_header": path, "after_header": path},
     )
 

@@ -71,3 +71,20 @@ def test_every_setting_is_documented() -> None:
         if f"`AIOS_{name.upper()}`" not in readme
     ]
     assert not missing, f"document these settings in policy_runtime/README.md: {missing}"
+
+
+def test_scoped_tokens_only_refuses_a_bootstrap_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIOS_SCOPED_TOKENS_ONLY", "true")
+    monkeypatch.setenv("AIOS_API_TOKEN", "an-admin-token")
+    with pytest.raises(ConfigError, match="AIOS_SCOPED_TOKENS_ONLY=true takes no AIOS_API_TOKEN"):
+        Settings().resolve_token()
+
+
+def test_scoped_tokens_only_starts_with_a_bootstrap_token_nobody_knows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIOS_SCOPED_TOKENS_ONLY", "true")
+    settings = Settings()
+    first, second = settings.resolve_token(), settings.resolve_token()
+    assert first and second and first != second, "a fresh unguessable token on each start"
+    assert len(first) >= 40

@@ -60,7 +60,8 @@ def test_map_update_semantics_of_the_seed(api: httpx.Client, cluster: dict) -> N
     assert mapping["onScaleUp"] == "evaluate-gpu-availability", "other entries stay"
     for route in ("/pre-check-policies", "/pre-check-policies/get"):
         read = api.get(route, params={"cluster_id": cluster["id"]}).json()
-        assert read == {"cluster_id": cluster["id"], "actionsPolicyMap": mapping}
+        assert read == {"cluster_id": cluster["id"], "actionsPolicyMap": mapping,
+                        "success": True, "map": mapping}
 
 
 @pytest.mark.parametrize(
@@ -180,7 +181,7 @@ def test_policy_may_rewrite_the_update(api: httpx.Client, cluster: dict) -> None
     )
     set_map(api, cluster["id"], {"update_cluster": uri})
     response = api.put(f"/clusters/update/{cluster['id']}", json={"tags": ["b", "a", "b"]})
-    assert response.status_code == 200 and response.json()["tags"] == ["a", "b"]
+    assert response.status_code == 200 and response.json()["data"]["tags"] == ["a", "b"]
 
 
 def test_allowed_but_invalid_update_changes_nothing(api: httpx.Client, cluster: dict) -> None:
@@ -278,8 +279,9 @@ def test_add_node_is_governed(api: httpx.Client, cluster: dict) -> None:
 
 def test_upstream_gateway_routes(api: httpx.Client) -> None:
     document = {**copy.deepcopy(SEED), "id": f"gw-{secrets.token_hex(4)}"}
-    assert api.post("/clusters/create", json=document).status_code == 201
-    assert api.get(f"/clusters/read/{document['id']}").json()["id"] == document["id"]
-    assert api.delete(f"/clusters/delete/{document['id']}").json() == {"deleted": document["id"]}
+    assert api.post("/clusters/create", json=document).status_code == 200
+    assert api.get(f"/clusters/read/{document['id']}").json()["data"]["id"] == document["id"]
+    assert api.delete(f"/clusters/delete/{document['id']}").json() == {
+        "success": True, "data": {"message": "Cluster deleted"}, "deleted": document["id"]}
     assert api.get(f"/clusters/read/{document['id']}").status_code == 404, "404, not a 500"
     assert api.delete(f"/clusters/delete/{document['id']}").status_code == 404

@@ -146,3 +146,24 @@ def test_one_replica_runs_the_loop_and_another_takes_over(
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_stability_policy_keeps_its_context_per_cluster(api: httpx.Client) -> None:
+    """Each cluster's checks see the context the previous check of that cluster left."""
+    from test_governance_api import publish_code
+
+    uri = publish_code(api, """
+        context["checks"] = context.get("checks", 0) + 1
+        return {"is_stable": True, "stability_check_data": {"checks": context["checks"]}}
+    """, type="stability")
+    clusters = []
+    for _ in range(2):
+        document = {**copy.deepcopy(SEED), "id": f"stab-{secrets.token_hex(4)}"}
+        assert api.post("/clusters", json=document).status_code == 201
+        assert mgmt(api, document["id"], "set_policy", {"policy_rule_uri": uri}).status_code == 200
+        clusters.append(document["id"])
+    first, second = clusters
+    counts = [mgmt(api, first, "run_now").json()["stability_check_data"]["checks"]
+              for _ in range(3)]
+    assert counts == [1, 2, 3]
+    assert mgmt(api, second, "run_now").json()["stability_check_data"]["checks"] == 1

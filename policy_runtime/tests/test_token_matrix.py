@@ -101,6 +101,12 @@ def _fresh_policy(ctx: Ctx, cid: str) -> dict:
     return {"uri": ctx.publish(f"aiosv1.policies.del-{ctx.uid}-{secrets.token_hex(4)}")}
 
 
+def _published_policy(ctx: Ctx, cid: str) -> dict:
+    # A policy under the owner's prefix (own side) or outside it (foreign side).
+    name = _policy_name(ctx, cid)["name"]
+    return {"name": name, "uri": ctx.publish(name)}
+
+
 def _absent(ctx: Ctx, cid: str) -> dict:
     ctx.drop_cluster(cid)
     return {}
@@ -175,7 +181,15 @@ ROUTES: dict[tuple[str, str], Case] = {
         _fresh_policy, ok=204),
     ("POST", "/policy"): Case(
         P.POLICIES_PUBLISH, "prefix", lambda c, cid, x: ("/policy", None, _policy_body(c, cid, x)),
-        _policy_name, ok=201),
+        _policy_name),
+    # upstream PolicyDBClient.update_policy / query_policies (test_upstream_policy_contract.py)
+    ("PUT", "/policy/{uri}"): Case(
+        P.POLICIES_PUBLISH, "prefix",
+        lambda c, cid, x: (f"/policy/{x['uri']}", None,
+                           {**_policy_body(c, cid, x), "description": "updated"}),
+        _published_policy),
+    ("POST", "/policy/query"): Case(
+        P.POLICIES_READ, "", lambda c, cid, x: ("/policy/query", None, {"name": "x"})),
     ("GET", "/policy/{uri}"): Case(
         P.POLICIES_READ, "", lambda c, cid, x: (f"/policy/{c.uri}", None, None)),
     ("DELETE", "/policy/{uri}"): Case(
@@ -207,14 +221,19 @@ ROUTES: dict[tuple[str, str], Case] = {
         _absent, ok=201),
     ("POST", "/api/createCluster"): Case(
         P.CLUSTERS_WRITE, "cluster",
-        lambda c, cid, x: ("/api/createCluster", None, seed_cluster(cid)), _absent, ok=201),
+        lambda c, cid, x: ("/api/createCluster", None, seed_cluster(cid)), _absent),
+    ("POST", "/api/addNode"): Case(
+        P.CLUSTERS_WRITE, "cluster",
+        lambda c, cid, x: ("/api/addNode", None, {
+            "header": {"templateUri": "Parser/V1", "parameters": {}},
+            "body": {"spec": {"values": {**NEW_NODE, "clusterId": cid}}}}), _without_node),
     ("GET", "/clusters/{cluster_id}"): Case(
         P.CLUSTERS_READ, "cluster", lambda c, cid, x: (f"/clusters/{cid}", None, None)),
     ("PUT", "/clusters/{cluster_id}"): Case(
         P.CLUSTERS_WRITE, "cluster",
         lambda c, cid, x: (f"/clusters/{cid}", None, {"$set": {"reputation": 90}})),
     ("DELETE", "/clusters/{cluster_id}"): Case(
-        P.CLUSTERS_WRITE, "cluster", lambda c, cid, x: (f"/clusters/{cid}", None, None), ok=204),
+        P.CLUSTERS_WRITE, "cluster", lambda c, cid, x: (f"/clusters/{cid}", None, None)),
     # controller (governance)
     ("GET", "/pre-check-policies"): Case(
         P.CLUSTERS_READ, "cluster", lambda c, cid, x: ("/pre-check-policies", _q(cid), None)),
@@ -250,11 +269,41 @@ ROUTES: dict[tuple[str, str], Case] = {
         lambda c, cid, x: ("/cluster-actions/remove-node/node-3", _q(cid), None), _with_node),
     ("POST", "/clusters/create"): Case(
         P.CLUSTERS_WRITE, "cluster", lambda c, cid, x: ("/clusters/create", None,
-                                                        seed_cluster(cid)), _absent, ok=201),
+                                                        seed_cluster(cid)), _absent),
     ("GET", "/clusters/read/{cluster_id}"): Case(
         P.CLUSTERS_READ, "cluster", lambda c, cid, x: (f"/clusters/read/{cid}", None, None)),
     ("DELETE", "/clusters/delete/{cluster_id}"): Case(
         P.CLUSTERS_WRITE, "cluster", lambda c, cid, x: (f"/clusters/delete/{cid}", None, None)),
+    # upstream gateway node routes (test_upstream_cluster_contract.py)
+    ("POST", "/pre-checks/add-node/{cluster_id}"): Case(
+        P.CLUSTERS_WRITE, "cluster",
+        lambda c, cid, x: (f"/pre-checks/add-node/{cid}", None, NEW_NODE)),
+    ("POST", "/pre-check-policies/add_node/dry_run/{cluster_id}"): Case(
+        P.CLUSTERS_WRITE, "cluster",
+        lambda c, cid, x: (f"/pre-check-policies/add_node/dry_run/{cid}", None, NEW_NODE)),
+    ("POST", "/pre-checks/remove-node/{cluster_id}"): Case(
+        P.CLUSTERS_WRITE, "cluster",
+        lambda c, cid, x: (f"/pre-checks/remove-node/{cid}", None, {"node_id": "node-1"})),
+    ("POST", "/pre-check-policies/remove_node/dry_run/{cluster_id}/{node_id}"): Case(
+        P.CLUSTERS_WRITE, "cluster",
+        lambda c, cid, x: (f"/pre-check-policies/remove_node/dry_run/{cid}/node-1", None, None)),
+    ("POST", "/join-node/{cluster_id}"): Case(
+        P.CLUSTERS_WRITE, "cluster",
+        lambda c, cid, x: (f"/join-node/{cid}", None, {"node_data": NEW_NODE}), _without_node),
+    ("POST", "/remove-node/{cluster_id}"): Case(
+        P.CLUSTERS_WRITE, "cluster",
+        lambda c, cid, x: (f"/remove-node/{cid}", None, {"node_id": "node-3"}), _with_node),
+    ("POST", "/pre-checks/add-node/mgmt/{cluster_id}"): Case(
+        P.CLUSTERS_WRITE, "cluster",
+        lambda c, cid, x: (f"/pre-checks/add-node/mgmt/{cid}", None,
+                           {"mgmt_action": "get", "mgmt_data": {}}), ok=400),
+    ("POST", "/pre-checks/remove-node/mgmt/{cluster_id}"): Case(
+        P.CLUSTERS_WRITE, "cluster",
+        lambda c, cid, x: (f"/pre-checks/remove-node/mgmt/{cid}", None,
+                           {"mgmt_action": "get", "mgmt_data": {}}), ok=400),
+    ("POST", "/nodes/add-node-to-cluster/{cluster_id}"): Case(
+        P.CLUSTERS_WRITE, "cluster",
+        lambda c, cid, x: (f"/nodes/add-node-to-cluster/{cid}", None, NEW_NODE), _without_node),
     ("PUT", "/nodes-data"): Case(
         P.CLUSTERS_WRITE, "cluster", lambda c, cid, x: ("/nodes-data", _q(cid), [])),
     ("GET", "/check_stability"): Case(
@@ -333,10 +382,10 @@ def test_the_role_table_matches_the_issue() -> None:
     assert by_role["operator"] == {k for k, c in ROUTES.items() if c.permission != P.TOKENS_MANAGE}
     assert {p for _, p in by_role["executor"]} == {
         "/policies/{uri}/eval", "/execute_policy", "/executor/{executor_id}/execute_policy"}
-    # reader: GET only, and the one POST that only reads (a cluster query's filter body).
+    # reader: GET only, and the POSTs that only read (a query's filter body).
     assert by_role["reader"] == {k for k in ROUTES if k[0] == "GET" and
                                  ROUTES[k].permission != P.TOKENS_MANAGE} | {
-        ("POST", "/clusters/query")}
+        ("POST", "/clusters/query"), ("POST", "/policy/query")}
     owner = by_role["cluster-owner"]
     assert not any(p.startswith(("/executor", "/tokens", "/audit", "/metrics")) for _, p in owner)
     assert ("DELETE", "/policies/{uri}") not in owner and ("POST", "/policies") in owner

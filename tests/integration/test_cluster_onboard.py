@@ -71,3 +71,42 @@ def test_onboard_creates_then_changes_nothing_then_updates(
     assert refreshed["cluster"]["clusterMetadata"] == stored["clusterMetadata"]
     refused = run_module({**args, "api_token": "wrong"})
     assert refused["failed"] is True and "401" in refused["msg"]
+
+
+UPSTREAM_STYLE = REPO / "tests" / "unit" / "fixtures" / "upstream_style_cluster_config.json"
+
+
+def test_upstream_style_config_file_is_onboarded_as_it_is(
+    runtime: tuple[str, str], tmp_path: Path
+) -> None:
+    """Upstream's sample config (k8s/onboarding/cluster/config.json) has nodes.nodesData and
+    no config.urlMap; onboard.py fills in the nodes and posts it. Our fixture has the same
+    field names: the module takes the file unchanged, derives the urlMap from
+    publicHostname (useGateway false: upstream's NodePorts) and reports it in assumed."""
+    config = json.loads(UPSTREAM_STYLE.read_text())
+    config["id"] = f"edge-{secrets.token_hex(4)}"
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config))
+    url, token = runtime
+    args = {"config_file": str(config_file), "nodes_from": "file", "nodes_file": str(NODES),
+            "dest": str(tmp_path), "onboard": True, "api_url": url, "api_token": token}
+    created = run_module(args)
+    assert created.get("registered") == "created", created
+    derived = created["assumed"]["config.urlMap"]
+    assert derived["controllerService"] == "http://198.51.100.23:32300"
+    assert derived["parameterUpdater"] == "http://198.51.100.23:32303"
+    stored = httpx.get(f"{url}/clusters/{config['id']}",
+                       headers={"Authorization": f"Bearer {token}"}).json()
+    assert stored["config"]["urlMap"] == derived
+    assert stored["nodes"]["count"] == 5 and "nodesData" not in stored["nodes"]
+    assert stored["config"]["stabilityChecker"]["policyRuleURI"] == "edge-stability:0.1-stable"
+    again = run_module(args)
+    assert again["registered"] == "unchanged" and again["changed"] is False
+    assert not any("other values" in w for w in again.get("warnings", [])), again
+
+
+def test_a_given_url_map_means_nothing_is_assumed(tmp_path: Path) -> None:
+    result = run_module({"config": CONFIG, "nodes_from": "file", "nodes_file": str(NODES),
+                         "dest": str(tmp_path)})
+    assert result["assumed"] == {}
+    assert result["cluster"]["config"]["urlMap"] == SEED["config"]["urlMap"]

@@ -82,9 +82,9 @@ def check_result_contract(document: dict, result: Any) -> None:
 def _sandbox_names() -> tuple[frozenset[str], frozenset[str]]:
     """(modules policies may import, builtins policies have)."""
     from policy_runtime.sandbox.builtins import POLICY_BUILTINS
-    from policy_runtime.sandbox.modules import ALLOWED_MODULES
+    from policy_runtime.sandbox.modules import IMPORTABLE
 
-    return frozenset(ALLOWED_MODULES), frozenset(POLICY_BUILTINS)
+    return IMPORTABLE, frozenset(POLICY_BUILTINS)
 
 
 def _bound_names(tree: ast.AST) -> set[str]:

@@ -54,10 +54,12 @@ def _contract_checked(policy: dict, outcome: Outcome) -> Outcome:
         try:
             authoring.check_result_contract(policy, outcome.result)
         except InvalidOutput as exc:
-            return Outcome(ok=False, error=exc.to_dict(), duration_ms=outcome.duration_ms)
+            return Outcome(ok=False, error=exc.to_dict(), duration_ms=outcome.duration_ms,
+                           output=outcome.output)
     elif outcome.error:
         message = authoring.explain_error(outcome.error["message"])
-        return Outcome(ok=False, error={**outcome.error, "message": message})
+        return Outcome(ok=False, error={**outcome.error, "message": message},
+                       output=outcome.output)
     return outcome
 
 
@@ -90,8 +92,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
             ))
         finally:
             evaluator.pool.close()
-    _print_json(outcome.to_dict())
+    _print_json(outcome.to_dict(with_output=args.print))
     return 0 if outcome.ok else 1
+
+
+def _shown_output(outcome: Outcome) -> str:
+    """What the policy printed and logged, indented under a failing case ("" if nothing)."""
+    lines = []
+    if outcome.printed:
+        lines.append("  printed:")
+        lines.extend(f"    {line}" for line in outcome.printed.rstrip("\n").split("\n"))
+    for record in outcome.logs:
+        first, *rest = str(record.get("message", "")).split("\n")
+        lines.append(f"  log {record.get('level')} {record.get('logger')}: {first}")
+        lines.extend(f"    {line}" for line in rest)
+    return "\n" + "\n".join(lines) if lines else ""
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -164,6 +179,11 @@ def _run_case(evaluator: PolicyEvaluator, policy: dict, path: Path,
         parameters=case.get("parameters"),
         settings=case.get("settings"),
     ))
+    problem = _case_problem(case, outcome, mode)
+    return None if problem is None else problem + _shown_output(outcome)
+
+
+def _case_problem(case: dict, outcome: Outcome, mode: str) -> str | None:
     if "expected_error" in case:
         if outcome.error_type == case["expected_error"]:
             return None
@@ -300,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--settings", metavar="JSON", help="settings overriding the defaults")
     ev.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit (default 2)")
     ev.add_argument("--memory-mb", type=int, metavar="MB", help="memory limit (default 256)")
+    ev.add_argument("--print", action="store_true",
+                    help='add what the policy printed ("printed") and logged ("logs")')
     ev.set_defaults(func=cmd_eval)
 
     check = sub.add_parser("check", help="compile a policy and check its contract")

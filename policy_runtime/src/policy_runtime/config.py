@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -82,6 +83,11 @@ class Settings(BaseSettings):
         None, description="file holding the token (e.g. a mounted Kubernetes Secret)"
     )
     insecure_no_auth: bool = Field(False, description="serve without a token (local use only)")
+    scoped_tokens_only: bool = Field(
+        False,
+        description="accept only the scoped tokens of the token store: no bootstrap (admin) "
+        "token is configured or accepted (a cluster's controller, which holds no admin token)",
+    )
     pool_size: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="sandbox worker processes"
     )
@@ -99,6 +105,11 @@ class Settings(BaseSettings):
     )
     decision_log_max_entries: int = Field(
         100_000, ge=1, description="decisions kept in the log (the oldest are trimmed)"
+    )
+    policy_context_max_bytes: int = Field(
+        64 * 1024, ge=2, le=8 * 1024 * 1024,
+        description="largest persisted policy context (its JSON, in bytes); a decision "
+        "that leaves a larger context fails and stores nothing",
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     access_log: bool = Field(True, description="log every HTTP request")
@@ -135,6 +146,29 @@ class Settings(BaseSettings):
         "addresses are refused whatever this says",
     )
 
+    # Upstream policy records whose code is the URL of an archive (issue 18).
+    policy_archive_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma list of host names and IP networks (CIDR) an upstream policy's "
+        "code URL may point at (the assets registry); the archive is fetched once, when "
+        "the policy is published. Empty: code URLs are refused. Link-local and cloud "
+        "metadata addresses are refused whatever this says",
+    )
+    policy_archive_max_bytes: int = Field(
+        4 * 1024 * 1024, gt=0, le=256 * 1024 * 1024,
+        description="largest code archive fetched from a code URL (bytes, as sent)",
+    )
+    policy_archive_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="time limit of fetching one code archive",
+    )
+
+    @field_validator("policy_archive_allowed_hosts", mode="before")
+    @classmethod
+    def _split_archive_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("executor_allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
@@ -161,6 +195,15 @@ class Settings(BaseSettings):
 
     def resolve_token(self) -> str | None:
         """The API token, or None when running without auth; ConfigError if neither is set."""
+        if self.scoped_tokens_only:
+            if self.api_token is not None or self.api_token_file is not None:
+                raise ConfigError(
+                    "AIOS_SCOPED_TOKENS_ONLY=true takes no AIOS_API_TOKEN or AIOS_API_TOKEN_FILE: "
+                    "leave both unset"
+                )
+            # A bootstrap token nobody knows (made afresh on each call, never stored or
+            # sent): every request is checked against the token store.
+            return secrets.token_urlsafe(32)
         if self.api_token is not None and self.api_token.get_secret_value():
             return self.api_token.get_secret_value()
         if self.api_token_file is not None:

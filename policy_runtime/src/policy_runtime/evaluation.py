@@ -5,15 +5,31 @@ Shared by the CLI and the HTTP API so that a policy behaves the same everywhere.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import dataclasses
+import functools
+import random
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from policy_runtime import schemas
-from policy_runtime.errors import InvalidInput, PolicyRuntimeError
-from policy_runtime.sandbox.pool import PolicyCall, WorkerPool
+from policy_runtime.errors import InvalidInput, PolicyError, PolicyRuntimeError
+from policy_runtime.sandbox.pool import CallAnswer, PolicyCall, WorkerPool
+from policy_runtime.store.context import (
+    ContextConflict,
+    ContextSlot,
+    ContextStore,
+    encode_state,
+)
+
+# A decision whose context store lost the compare-and-set (another decision on the same
+# policy and cluster stored first) runs again on the newer context, this many times.
+CONTEXT_ATTEMPTS = 50
+_RESERVED_CONTEXT_KEYS = ("policy_rule_uri",)
 
 
 @dataclass(frozen=True)
@@ -36,11 +52,26 @@ class Outcome:
     result: Any = None
     error: dict | None = None
     duration_ms: float = 0.0
+    # what the policy printed and logged: {"printed": str, "logs": [{level, logger,
+    # message}, ...]}, also when it failed
+    output: dict = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, *, with_output: bool = False) -> dict:
         if self.ok:
-            return {"ok": True, "result": self.result, "duration_ms": round(self.duration_ms, 3)}
-        return {"ok": False, "error": self.error}
+            shown = {"ok": True, "result": self.result, "duration_ms": round(self.duration_ms, 3)}
+        else:
+            shown = {"ok": False, "error": self.error}
+        if with_output:
+            shown.update(printed=self.printed, logs=self.logs)
+        return shown
+
+    @property
+    def printed(self) -> str:
+        return str(self.output.get("printed") or "")
+
+    @property
+    def logs(self) -> list[dict]:
+        return list(self.output.get("logs") or [])
 
     @property
     def error_type(self) -> str | None:
@@ -52,7 +83,118 @@ def _since(started: float) -> float:
 
 
 def _failed(error: PolicyRuntimeError, started: float) -> Outcome:
-    return Outcome(ok=False, error=error.to_dict(), duration_ms=_since(started))
+    output = getattr(error, "output", None)
+    return Outcome(
+        ok=False, error=error.to_dict(), duration_ms=_since(started),
+        output=output if isinstance(output, dict) else {},
+    )
+
+
+def _with_output(error: PolicyRuntimeError, answer: CallAnswer) -> PolicyRuntimeError:
+    """``error``, carrying what the policy printed and logged before it was refused."""
+    error.output = answer.output  # type: ignore[attr-defined]
+    return error
+
+
+def _same(first: Any, second: Any) -> bool:
+    """JSON equality (``1`` is not ``true``)."""
+    try:
+        return encode_state(first) == encode_state(second)
+    except ValueError:  # NaN or infinity: not storable anyway
+        return False
+
+
+def _kept_state(answer: CallAnswer, slot: ContextSlot, supplied: dict) -> dict:
+    """The context to store: the dict as the policy left it, without the keys the
+    runtime sets itself. A key the caller supplied for this decision is stored only when
+    the policy changed its value: callers cannot write a policy's context themselves."""
+    state = answer.context if isinstance(answer.context, dict) else {}
+    kept = {}
+    for key, value in state.items():
+        if key in _RESERVED_CONTEXT_KEYS:
+            continue
+        if key in supplied and _same(value, supplied[key]):
+            if key in slot.state:
+                kept[key] = slot.state[key]
+            continue
+        kept[key] = value
+    return kept
+
+
+def _conflict_error(slot: ContextSlot) -> PolicyError:
+    where = f" on cluster {slot.cluster_id!r}" if slot.cluster_id else ""
+    return PolicyError(
+        f"the context of {slot.policy_rule_uri}{where} was changed by other decisions "
+        f"{CONTEXT_ATTEMPTS} times while this one ran; it was not stored. Retry the decision"
+    )
+
+
+_POLICY_CLASS = "AIOSv1PolicyRule"
+
+
+def _rebinds(tree: ast.AST) -> bool:
+    """Whether anything but one plain ``class AIOSv1PolicyRule`` could decide which
+    ``eval`` runs: another binding of the class name, a store to an ``eval`` attribute,
+    or ``setattr``."""
+    classes = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == _POLICY_CLASS:
+            classes += 1
+        elif isinstance(node, ast.Name) and node.id in (_POLICY_CLASS, "setattr"):
+            if node.id == "setattr" or not isinstance(node.ctx, ast.Load):
+                return True
+        elif isinstance(node, ast.alias) and (node.asname or node.name) == _POLICY_CLASS:
+            return True
+        elif isinstance(node, ast.Attribute) and node.attr == "eval":
+            if not isinstance(node.ctx, ast.Load):
+                return True
+    return classes != 1
+
+
+@functools.lru_cache(maxsize=256)
+def uses_context(source: str) -> bool:
+    """Whether the policy's ``eval`` can read or change its ``context``.
+
+    False only for the plain case: one top-level ``class AIOSv1PolicyRule`` without
+    bases, decorators or keywords, defining ``eval`` once (undecorated, nothing else
+    bound to that name), nothing rebinding either, and an ``eval`` body that never names
+    its context parameter. Such a policy's decisions never touch the context store.
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return True
+    if _rebinds(tree):
+        return True
+    cls = next(
+        (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == _POLICY_CLASS), None
+    )
+    if cls is None or cls.bases or cls.keywords or cls.decorator_list:
+        return True
+    bound = [
+        item for item in cls.body
+        if (isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and item.name == "eval")
+        or (not isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and any(isinstance(n, ast.Name) and n.id == "eval" for n in ast.walk(item)))
+    ]
+    if len(bound) != 1 or not isinstance(bound[0], ast.FunctionDef) or bound[0].decorator_list:
+        return True
+    method = bound[0]
+    args = method.args
+    positional = [*args.posonlyargs, *args.args]
+    if args.vararg or args.kwarg or len(positional) < 4:
+        return True
+    name = positional[3].arg
+    return any(
+        isinstance(n, ast.Name) and n.id == name
+        for statement in method.body
+        for n in ast.walk(statement)
+    )
+
+
+def _backoff(attempt: int) -> float:
+    return random.uniform(0, min(0.05, 0.002 * (attempt + 1)))  # noqa: S311 - jitter
 
 
 # Schema validation is CPU-bound (bounded by LimitsConfig.schema_timeout_seconds); the
@@ -74,9 +216,18 @@ def _positive(settings: dict, key: str, default: float) -> float:
 class PolicyEvaluator:
     """Evaluates stored policy documents (dicts with ``code`` and upstream fields)."""
 
-    def __init__(self, pool: WorkerPool, limits: LimitsConfig) -> None:
+    def __init__(
+        self, pool: WorkerPool, limits: LimitsConfig, contexts: ContextStore | None = None
+    ) -> None:
         self.pool = pool
         self.limits = limits
+        # With a store, each policy's ``context`` persists between decisions (per
+        # policy URI and cluster id); without one, every decision starts from {}.
+        self.contexts = contexts
+        # Decisions of this process on one context wait for each other: fewer conflicts.
+        self._context_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     def _request(self, policy: dict, op: str, settings: dict, parameters: dict, **extra: Any):
         timeout = min(
@@ -107,10 +258,92 @@ class PolicyEvaluator:
             timeout=self.limits.schema_timeout_seconds,
         )
 
-    def _checked(self, policy: dict, result: Any, started: float) -> Outcome:
+    def _checked(self, policy: dict, answer: CallAnswer | Any, started: float) -> Outcome:
         """A successful result, once it matches the policy's output schema."""
-        self._validate(policy.get("policy_output_schema"), result, "result", output=True)
-        return Outcome(ok=True, result=result, duration_ms=_since(started))
+        if not isinstance(answer, CallAnswer):
+            answer = CallAnswer(answer)
+        try:
+            self._validate(
+                policy.get("policy_output_schema"), answer.result, "result", output=True
+            )
+        except PolicyRuntimeError as exc:
+            raise _with_output(exc, answer) from None
+        return Outcome(
+            ok=True, result=answer.result, duration_ms=_since(started), output=answer.output
+        )
+
+    async def _checked_async(self, policy: dict, answer: CallAnswer, started: float) -> Outcome:
+        if not _has_schemas(policy):
+            return self._checked(policy, answer, started)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            _SCHEMA_THREADS, self._checked, policy, answer, started
+        )
+
+    # -- persisted context ------------------------------------------------------------
+    def _persists(self, policy: dict) -> bool:
+        return (
+            self.contexts is not None
+            and bool(policy.get("policy_rule_uri"))
+            and uses_context(policy["code"])
+        )
+
+    @staticmethod
+    def _on_slot(call: PolicyCall, slot: ContextSlot) -> PolicyCall:
+        # The stored context, with what the caller sent for this decision laid over it.
+        return dataclasses.replace(
+            call, context={**slot.state, **call.context}, keep_context=True
+        )
+
+    def _store(self, slot: ContextSlot, answer: CallAnswer, supplied: dict) -> None:
+        assert self.contexts is not None
+        try:
+            self.contexts.store(slot, _kept_state(answer, slot, supplied))
+        except PolicyRuntimeError as exc:  # over the size limit
+            raise _with_output(exc, answer) from None
+
+    def _with_context(
+        self, policy: dict, call: PolicyCall, cluster_id: str | None, started: float
+    ) -> Outcome:
+        """One decision on the stored context, stored again (compare-and-set) when it
+        succeeds; run again on the newer context when another decision stored first."""
+        assert self.contexts is not None
+        uri = policy["policy_rule_uri"]
+        for attempt in range(CONTEXT_ATTEMPTS):
+            slot = self.contexts.load(uri, cluster_id)
+            answer = self.pool.call_answer(self._on_slot(call, slot))
+            outcome = self._checked(policy, answer, started)
+            try:
+                self._store(slot, answer, call.context)
+            except ContextConflict:
+                time.sleep(_backoff(attempt))
+                continue
+            return outcome
+        raise _conflict_error(slot)
+
+    async def _with_context_async(
+        self, policy: dict, call: PolicyCall, cluster_id: str | None, started: float
+    ) -> Outcome:
+        """_with_context() for the event loop; the database is asked from a thread."""
+        assert self.contexts is not None
+        contexts = self.contexts
+        uri = policy["policy_rule_uri"]
+        key = f"{uri}\x00{cluster_id or ''}"
+        lock = self._context_locks.get(key)
+        if lock is None:
+            lock = self._context_locks[key] = asyncio.Lock()
+        async with lock:
+            for attempt in range(CONTEXT_ATTEMPTS):
+                slot = await asyncio.to_thread(contexts.load, uri, cluster_id)
+                answer = await self.pool.acall_answer(self._on_slot(call, slot))
+                outcome = await self._checked_async(policy, answer, started)
+                try:
+                    await asyncio.to_thread(self._store, slot, answer, call.context)
+                except ContextConflict:
+                    await asyncio.sleep(_backoff(attempt))
+                    continue
+                return outcome
+        raise _conflict_error(slot)
 
     def _prepare(self, policy: dict, parameters: dict | None, settings: dict | None) -> tuple:
         merged_settings = {**(policy.get("policy_settings") or {}), **(settings or {})}
@@ -145,12 +378,19 @@ class PolicyEvaluator:
         parameters: dict | None = None,
         settings: dict | None = None,
         context: dict | None = None,
+        cluster_id: str | None = None,
     ) -> Outcome:
-        """Run ``eval``; failures come back as an Outcome with ``ok=False``, never raised."""
+        """Run ``eval``; failures come back as an Outcome with ``ok=False``, never raised.
+
+        With a context store, the policy's ``context`` is the one stored for its URI and
+        ``cluster_id``, and is stored again when the decision succeeds.
+        """
         started = time.perf_counter()
         try:
             call = self._eval_request(policy, input_data, parameters, settings, context)
-            return self._checked(policy, self.pool.call(call), started)
+            if self._persists(policy):
+                return self._with_context(policy, call, cluster_id, started)
+            return self._checked(policy, self.pool.call_answer(call), started)
         except PolicyRuntimeError as exc:
             return _failed(exc, started)
 
@@ -162,6 +402,7 @@ class PolicyEvaluator:
         parameters: dict | None = None,
         settings: dict | None = None,
         context: dict | None = None,
+        cluster_id: str | None = None,
     ) -> Outcome:
         """evaluate() for an event loop (the HTTP service): schema validation, when the
         policy declares schemas, runs in a worker thread rather than on the loop."""
@@ -169,16 +410,16 @@ class PolicyEvaluator:
         try:
             if not _has_schemas(policy):
                 call = self._eval_request(policy, input_data, parameters, settings, context)
-                return self._checked(policy, await self.pool.acall(call), started)
-            loop = asyncio.get_running_loop()
-            call = await loop.run_in_executor(
-                _SCHEMA_THREADS, self._eval_request, policy, input_data, parameters, settings,
-                context,
-            )
-            result = await self.pool.acall(call)
-            return await loop.run_in_executor(
-                _SCHEMA_THREADS, self._checked, policy, result, started
-            )
+            else:
+                loop = asyncio.get_running_loop()
+                call = await loop.run_in_executor(
+                    _SCHEMA_THREADS, self._eval_request, policy, input_data, parameters,
+                    settings, context,
+                )
+            if self._persists(policy):
+                return await self._with_context_async(policy, call, cluster_id, started)
+            answer = await self.pool.acall_answer(call)
+            return await self._checked_async(policy, answer, started)
         except PolicyRuntimeError as exc:
             return _failed(exc, started)
 
@@ -189,12 +430,17 @@ class PolicyEvaluator:
         started = time.perf_counter()
         try:
             merged_settings, merged_parameters = self._prepare(policy, parameters, None)
-            result = self._call(
-                policy, "manage", merged_settings, merged_parameters, action=action, data=data
+            answer = self.pool.call_answer(
+                self._request(
+                    policy, "manage", merged_settings, merged_parameters, action=action,
+                    data=data,
+                )
             )
         except PolicyRuntimeError as exc:
             return _failed(exc, started)
-        return Outcome(ok=True, result=result, duration_ms=_since(started))
+        return Outcome(
+            ok=True, result=answer.result, duration_ms=_since(started), output=answer.output
+        )
 
     def check(self, source: str) -> dict:
         """Compile the source and check its contract in a worker; raises typed errors."""

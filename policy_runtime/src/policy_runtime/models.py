@@ -114,7 +114,15 @@ class EvalRequest(BaseModel):
     settings: dict[str, Any] = Field(
         default_factory=dict, description="override settings, e.g. timeout_seconds, memory_mb"
     )
-    context: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keys laid over the policy's persisted context for this decision",
+    )
+    cluster_id: str | None = Field(
+        None, min_length=1, max_length=128,
+        description="the cluster the decision is for: the policy's persisted context is "
+        "kept per policy and cluster",
+    )
 
 
 class ExecutePolicyRequest(BaseModel):
@@ -130,11 +138,23 @@ class ErrorBody(BaseModel):
     message: str
 
 
+class LogRecord(BaseModel):
+    """One record a policy logged through its ``logging`` module."""
+
+    level: str
+    logger: str
+    message: str
+
+
 class EvalResponse(BaseModel):
     ok: bool
     result: Any = None
     duration_ms: float | None = None
     error: ErrorBody | None = None
+    printed: str | None = Field(None, description="what the policy printed (at most 16 KiB)")
+    logs: list[LogRecord] | None = Field(
+        None, description="what the policy logged (at most 100 records)"
+    )
 
 
 class PolicyPage(BaseModel):

@@ -71,8 +71,12 @@ class PolicyService:
             )
         return body.code
 
-    def publish(self, body: PolicyCreate) -> tuple[dict[str, Any], bool]:
-        """Validate, compile and contract-check in the sandbox, then store immutably."""
+    def publish(
+        self, body: PolicyCreate, extra: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Validate, compile and contract-check in the sandbox, then store immutably.
+
+        ``extra``: more fields to store as they are (an upstream record's own fields)."""
         uri = body.uri
         if body.policy_rule_uri is not None and body.policy_rule_uri != uri:
             raise BadPolicyRequest(
@@ -81,6 +85,7 @@ class PolicyService:
             )
         source = self._source(body)
         document = body.model_dump(exclude={"code_archive"})
+        document.update(extra or {})
         document.update(code=source, policy_rule_uri=uri)
         schemas.check_schemas(document)
         schemas.check_defaults(document)  # defaults that fail their schema fail every call
@@ -106,6 +111,15 @@ class PolicyService:
             with self._lock:
                 self._cache[uri] = (now + self.cache_seconds, document)
         return document
+
+    def update_fields(self, uri: str, fields: dict[str, Any]) -> None:
+        """Set descriptive fields of a published policy (the caller checked which)."""
+        with self._lock:
+            self._cache.pop(uri, None)
+        if not self.store.update_fields(uri, fields):
+            raise PolicyNotFound(self.not_found_message(uri))
+        with self._lock:
+            self._cache.pop(uri, None)
 
     def not_found_message(self, uri: str) -> str:
         """Why ``uri`` names no policy, naming the full URIs when only the release tag
@@ -157,6 +171,7 @@ class PolicyService:
             parameters=request.parameters,
             settings=request.settings,
             context=request.context,
+            cluster_id=request.cluster_id,
         )
         self.metrics.record_decision(
             "ok" if outcome.ok else outcome.error_type or "error", outcome.duration_ms / 1000

@@ -24,6 +24,7 @@ from policy_runtime.metrics import RuntimeMetrics
 from policy_runtime.sandbox.pool import WorkerPool
 from policy_runtime.service import PolicyService
 from policy_runtime.store import database
+from policy_runtime.store.context import ContextStore
 from policy_runtime.store.policies import PolicyStore
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,11 @@ class Runtime:
         client = database.connect(settings.mongo_uri, settings.db_timeout_seconds)
         db = client[settings.db_name]
         runtime = cls(settings, client, RuntimeMetrics())
+        # Without a remote token of its own a process sends its bootstrap token, unless it
+        # has none it could share (scoped tokens only): then it sends none.
         runtime.remote_token = (
             settings.remote_token.get_secret_value() if settings.remote_token
+            else None if settings.scoped_tokens_only
             else settings.resolve_token()
         )
         modes = set(settings.run_modes)
@@ -78,7 +82,10 @@ class Runtime:
             ).start()
             runtime.policies = PolicyService(
                 store,
-                PolicyEvaluator(runtime.pool, settings.limits),
+                PolicyEvaluator(
+                    runtime.pool, settings.limits,
+                    ContextStore(db, settings.policy_context_max_bytes),
+                ),
                 runtime.metrics,
                 max_code_bytes=settings.max_code_bytes,
                 cache_seconds=settings.policy_cache_seconds,

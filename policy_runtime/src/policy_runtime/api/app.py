@@ -19,6 +19,7 @@ from policy_runtime.api.routes import (
     compat,
     controller,
     executors,
+    parser,
     policies,
     system,
     tokens,
@@ -34,7 +35,7 @@ from policy_runtime.state import Runtime, _ensure_indexes
 ROUTERS_BY_MODE = {
     RunMode.POLICIES: (policies.router, compat.router, executors.router),
     RunMode.CLUSTERS: (clusters.router,),
-    RunMode.CONTROLLER: (controller.router,),
+    RunMode.CONTROLLER: (controller.router, parser.router),
 }
 
 # How the API documents its bearer token. Enforcement is BearerAuthMiddleware's job, so

@@ -79,6 +79,14 @@ class Principal:
                 permission.value,
             )
 
+    def require_cluster_context(self, cluster_id: str) -> None:
+        if not self.may_touch(cluster_id):
+            raise Forbidden(
+                f"forbidden: evaluating for cluster {cluster_id!r} (its policy context) is "
+                f"outside the scope of token {self.name!r} ({self.scope_text()})",
+                Permission.POLICIES_EVAL.value,
+            )
+
     def require_policy_name(self, name: str) -> None:
         self.require(Permission.POLICIES_PUBLISH)
         if self.role != Role.CLUSTER_OWNER:

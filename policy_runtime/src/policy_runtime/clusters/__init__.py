@@ -1,1 +1,1 @@
-"""Run mode ``clusters``: the clusters registry (the seed's clusters-db-service)."""
+"""Run mode ``clusters``: the clusters registry (upstream's clusters-db-service)."""

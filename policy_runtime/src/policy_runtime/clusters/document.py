@@ -1,9 +1,9 @@
-"""The cluster document of the clusters registry, exactly as seeds/003 defines it.
+"""The cluster document of the clusters registry, as upstream AIOS stores it.
 
 Field names are the upstream camelCase ones so that existing documents validate
 unchanged. Only pydantic is imported here: the collection's Ansible modules validate
 onboarding documents with the same model. Unknown fields are refused (a typo must not
-be stored silently); the free-form parts of the seed (``customPolicySystem``,
+be stored silently); the free-form parts of the document (``customPolicySystem``,
 ``actionsPolicyMap``, ``miscContactInfo``, ``additionalInfo``) take any JSON.
 
 scripts/sync_cluster_model.py copies this file into the collection's module_utils; it
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_serializer, model_validator
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
-# A quantity in MB or MBps: integers stay integers (the seed's documents use them).
+# A quantity in MB or MBps: integers stay integers (upstream's documents use them).
 Amount = Annotated[Union[int, float], Field(ge=0)]
 
 
@@ -74,14 +74,46 @@ class Nodes(_Strict):
 class Gpus(_Strict):
     count: NonNegativeInt
     memory: Amount
+    # Upstream's cluster controller sets gpus.modelNames when it adds or removes a node.
+    modelNames: Optional[List[str]] = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_optionals(self, handler: Any) -> Dict[str, Any]:
+        return _without_none(handler(self), ("modelNames",))
+
+
+def _without_none(dumped: Any, optional: tuple) -> Any:
+    """A dump without the optional fields left unset: stored documents do not grow nulls."""
+    if isinstance(dumped, dict):
+        for key in optional:
+            if dumped.get(key) is None:
+                dumped.pop(key, None)
+    return dumped
 
 
 class UrlMap(_Strict):
+    """Where the cluster's services answer. Upstream's gateway writes the five URLs (and
+    ``membershipServer``) when it creates the cluster's infrastructure and sets the map
+    to ``{}`` when it removes it: an empty map means "no infrastructure" and is kept as
+    it is; any other map needs the five URLs."""
+
     controllerService: str
     metricsService: str
     blocksQuery: str
     publicGateway: str
     parameterUpdater: str
+    membershipServer: Optional[str] = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _empty_means_no_infrastructure(cls, data: Any, handler: Any) -> Any:
+        if isinstance(data, dict) and not data:
+            return cls.model_construct(_fields_set=set())
+        return handler(data)
+
+    @model_serializer(mode="wrap")
+    def _without_unset_optionals(self, handler: Any) -> Dict[str, Any]:
+        return _without_none(handler(self), ("membershipServer",))
 
 
 class StabilityChecker(_Strict):
@@ -139,7 +171,7 @@ class ClusterDocument(_Strict):
 
 
 def aggregate(nodes: List[NodeData]) -> Dict[str, Any]:
-    """The cluster-level totals of seeds/003 computed from its nodes."""
+    """The cluster-level totals of a cluster document computed from its nodes."""
     return {
         "nodes": {"count": len(nodes), "nodeData": [n.model_dump() for n in nodes]},
         "gpus": {"count": sum(n.gpus.count for n in nodes),

@@ -42,8 +42,15 @@ def _refused_address(address: IPAddress) -> str | None:
     return None
 
 
+def refused_address(address: IPAddress) -> str | None:
+    """Why ``address`` may never be contacted (link-local, metadata, ...); None if it may."""
+    return _refused_address(address)
+
+
 class AllowList:
-    def __init__(self, entries: list[str]) -> None:
+    def __init__(self, entries: list[str], setting: str = "AIOS_EXECUTOR_ALLOWED_HOSTS") -> None:
+        # The setting the list comes from, named in every refusal.
+        self.setting = setting
         self.names: set[str] = set()
         self.networks: list[IPNetwork] = []
         for entry in entries:
@@ -57,7 +64,7 @@ class AllowList:
 
     def describe(self) -> str:
         items = sorted(self.names) + [str(n) for n in self.networks]
-        return ", ".join(items) or "(empty: set AIOS_EXECUTOR_ALLOWED_HOSTS)"
+        return ", ".join(items) or f"(empty: set {self.setting})"
 
     def check_url(self, url: str) -> None:
         """UrlNotAllowed unless the URL's host is allowed (registration time)."""
@@ -76,13 +83,13 @@ class AllowList:
                 raise UrlNotAllowed(f"url {url!r}: {host} is {refused}")
             if not any(address in network for network in self.networks):
                 raise UrlNotAllowed(
-                    f"url {url!r}: {host} is not in AIOS_EXECUTOR_ALLOWED_HOSTS "
+                    f"url {url!r}: {host} is not in {self.setting} "
                     f"({self.describe()})"
                 )
             return
         if not self._name_allowed(host):
             raise UrlNotAllowed(
-                f"url {url!r}: {host} is not in AIOS_EXECUTOR_ALLOWED_HOSTS ({self.describe()})"
+                f"url {url!r}: {host} is not in {self.setting} ({self.describe()})"
             )
 
     def _name_allowed(self, host: str) -> bool:

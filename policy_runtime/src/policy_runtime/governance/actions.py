@@ -1,4 +1,4 @@
-"""The actions a cluster's pre-check policies govern (seeds/001), and what configures them."""
+"""The actions a cluster's pre-check policies govern, and what configures them."""
 
 from __future__ import annotations
 

@@ -104,11 +104,12 @@ def _schemas() -> dict[str, dict[str, Any]]:
             ["cluster"],
         ),
         STABILITY_CHECK: _object(
-            "What a stability checker gets on every check: the cluster document and the "
+            "What a stability checker gets on every check: the cluster document (under "
+            "cluster_data and, as upstream's stability checker names it, cluster) and the "
             "node data last pushed with PUT /nodes-data (whatever the node agents report, "
             "e.g. {\"id\", \"ready\", \"cpu_percent\", \"memory_percent\", \"gpus\": "
             "[{\"health\", \"temperature_c\"}]}).",
-            {"cluster_data": cluster_schema(),
+            {"cluster_data": cluster_schema(), "cluster": cluster_schema(),
              "nodes_data": {"type": "array", "items": {"type": "object"}}},
             ["cluster_data", "nodes_data"],
         ),

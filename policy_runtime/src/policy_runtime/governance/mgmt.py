@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 
 from policy_runtime import schemas
 from policy_runtime.errors import InvalidInput, PolicyError
-from policy_runtime.governance.precheck import UnknownPolicy
+from policy_runtime.governance.precheck import PrecheckService, UnknownPolicy, resolve_entry
 from policy_runtime.governance.stability import (
     MAX_INTERVAL_SECONDS,
     MIN_INTERVAL_SECONDS,
@@ -181,3 +181,33 @@ class ManagementService:
             return current
 
         return self.clusters.transform(cluster_id, change)["config"]["stabilityChecker"]
+
+
+def manage_pre_check_policy(
+    precheck: PrecheckService, cluster_id: str, action: str, mgmt_action: str, data: Any
+) -> Any:
+    """A management command for the policy a cluster maps to a governed action (upstream's
+    gateway serves them for add_node and remove_node): the policy's
+    ``management(mgmt_action, mgmt_data)`` in the sandbox, with the map entry's
+    parameters, ``mgmt_data`` checked against the schema the policy declares for it.
+    Nothing is stored: a pre-check policy keeps no state between calls."""
+    if not isinstance(mgmt_action, str) or not mgmt_action or len(mgmt_action) > 128:
+        raise _invalid(None, "mgmt_action must be a command name (1 to 128 characters)",
+                       mgmt_action)
+    data = data if data is not None else {}
+    config = precheck.clusters.get(cluster_id).get("config")
+    entry, problem = resolve_entry(config, action)
+    if problem:
+        raise BadCommand(problem)
+    if entry is None:
+        raise BadCommand(f"cluster {cluster_id!r} maps no {action} policy to manage")
+    policy = precheck.policies.get(entry["policyRuleURI"])
+    for command in policy.get("management_commands_schema") or []:
+        if isinstance(command, dict) and command.get("name") == mgmt_action:
+            _matching(command.get("schema"), data, f"{mgmt_action} mgmt_data", None)
+    outcome = precheck.policies.evaluator.manage(
+        policy, mgmt_action, data, parameters=entry["parameters"])
+    if not outcome.ok:
+        error = outcome.error or {}
+        raise PolicyError(f"{error.get('type')}: {error.get('message')}")
+    return outcome.result

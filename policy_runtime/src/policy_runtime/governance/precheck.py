@@ -397,7 +397,8 @@ class PrecheckService:
             allowed, result_input, reason = False, input_data, problem
         else:
             uri = entry["policyRuleURI"]
-            run = self.execute(config, uri, input_data, entry["parameters"])
+            run = self.execute(config, uri, input_data, entry["parameters"],
+                               cluster_id=cluster_id)
             if run.ok:
                 allowed, result_input, reason = _interpret(run.result, input_data)
             else:
@@ -423,8 +424,11 @@ class PrecheckService:
         )
         return replace(decision, decision_id=str(entry.get("decision_id", "")))
 
-    def execute(self, config: dict, uri: str, input_data: Any, parameters: dict) -> Execution:
-        """Run a policy for a cluster, locally or on its remote executor; never raises."""
+    def execute(self, config: dict, uri: str, input_data: Any, parameters: dict,
+                cluster_id: str | None = None) -> Execution:
+        """Run a policy for a cluster, locally or on its remote executor; never raises.
+
+        Locally, the policy's persisted ``context`` is the one kept for ``cluster_id``."""
         executor = self._executor(config)
         if executor is not None:
             if self.remote is None:
@@ -441,7 +445,9 @@ class PrecheckService:
             return Execution(False, None, f"policy {uri} is not published", 0.0)
         keep_input = bool((policy.get("policy_settings") or {}).get("log_input", False))
         code_sha256 = str(policy.get("code_sha256") or "")
-        outcome = self.policies.evaluator.evaluate(policy, input_data, parameters=parameters)
+        outcome = self.policies.evaluator.evaluate(
+            policy, input_data, parameters=parameters, cluster_id=cluster_id
+        )
         if not outcome.ok:
             error = outcome.error or {}
             message = f"{error.get('type')}: {error.get('message')}"
@@ -471,7 +477,7 @@ class PrecheckService:
 
     # -- governed actions ---------------------------------------------------------------
     def update_cluster(self, cluster_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """Apply dotted-path fields (seeds/001) if the update_cluster policy allows it.
+        """Apply dotted-path fields if the update_cluster policy allows it.
 
         Governance settings are not among the fields it may change, whatever the policy
         says or rewrites the update into: they have routes of their own.

@@ -2,7 +2,8 @@
 
 The policy is configured in the cluster document's ``config.stabilityChecker``
 (``{"policyRuleURI", "parameters", "interval", "paused"}``, as upstream stores it) and
-receives ``{"cluster_data": <cluster document>, "nodes_data": [...]}``; it returns
+receives ``{"cluster_data": <cluster document>, "cluster": <the same>, "nodes_data":
+[...]}`` (``cluster`` is the key upstream's checker uses); it returns
 ``{"is_stable": bool, "stability_check_data": {...}}``. Node data is pushed with
 ``PUT /nodes-data``. When the controller runs as several replicas, a lease document in
 MongoDB elects the one that runs the loop; another takes over when the lease expires
@@ -43,6 +44,13 @@ MAX_LEASE_SECONDS = 2 * MAX_INTERVAL_SECONDS
 
 def _now() -> float:
     return time.time()
+
+
+def check_input(cluster: dict[str, Any], nodes: list[Any]) -> dict[str, Any]:
+    """What a stability policy gets: the cluster under ``cluster_data`` and, as upstream's
+    stability checker hands it (its monitor's evaluate), under ``cluster`` too; the node
+    data under ``nodes_data``. Policies written for either read what they expect."""
+    return {"cluster_data": cluster, "cluster": cluster, "nodes_data": nodes}
 
 
 def interval_of(checker: dict) -> float:
@@ -106,9 +114,8 @@ class StabilityChecker:
                 'POST /mgmt {"service": "stability_checker", "mgmt_action": "set_policy", ...}'
             )
         run = self.precheck.execute(
-            cluster["config"], uri,
-            {"cluster_data": cluster, "nodes_data": self.nodes_data(cluster_id)},
-            checker.get("parameters") or {},
+            cluster["config"], uri, check_input(cluster, self.nodes_data(cluster_id)),
+            checker.get("parameters") or {}, cluster_id=cluster_id,
         )
         result = run.result if run.ok else None
         if isinstance(result, dict) and isinstance(result.get("is_stable"), bool):

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from RestrictedPython.Guards import safe_builtins
-from RestrictedPython.PrintCollector import PrintCollector
 
+from policy_runtime.sandbox.capture import PolicyPrint
 from policy_runtime.sandbox.guards import (
     BASE_SUBSTITUTES,
     guarded_delattr,
@@ -179,6 +179,7 @@ POLICY_BUILTINS: dict[str, Any] = {
     **_ADDED,
 }
 
-# Print output goes into a per-function collector (readable as ``printed``), never to
-# the worker's stdout, which carries the protocol.
-PRINT_GUARD = PrintCollector
+# Print output goes into a per-function collector (readable as ``printed``) and the
+# call's capture (returned with the answer), never to the worker's stdout, which
+# carries the protocol.
+PRINT_GUARD = PolicyPrint

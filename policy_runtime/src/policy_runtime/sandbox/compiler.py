@@ -40,6 +40,14 @@ class PolicyTransformer(RestrictingNodeTransformer):
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
         return self.node_contents_visit(node)
 
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        # Reading ``__name__`` (``logging.getLogger(__name__)``, common in upstream
+        # policies) gives the module's name, a plain str; binding or deleting it is
+        # still refused.
+        if node.id == "__name__" and isinstance(node.ctx, ast.Load):
+            return node
+        return super().visit_Name(node)
+
 
 def compile_policy(source: str) -> types.CodeType:
     """Compile restricted source once; raise CompileError naming the line on failure."""

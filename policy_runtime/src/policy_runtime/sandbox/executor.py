@@ -135,20 +135,41 @@ def evaluate(
 
     The same protocol as run_guarded(), written out because it is the hot path.
     """
+    return evaluate_keeping_context(
+        policy, rule_id=rule_id, settings=settings, parameters=parameters,
+        input_data=input_data, context=context, keep_context=False,
+    )[0]
+
+
+def evaluate_keeping_context(
+    policy: PolicyContract,
+    *,
+    rule_id: str,
+    settings: dict,
+    parameters: dict,
+    input_data: Any,
+    context: dict,
+    keep_context: bool,
+) -> tuple[Any, Any]:
+    """evaluate(), and with ``keep_context`` also ``context`` as the policy left it, as
+    plain JSON (InvalidOutput naming the key path when it is not JSON): the state the
+    runtime persists for the policy's next decision."""
     if violations:
         violations.clear()
     error: PolicyRuntimeError | None = None
-    instance = result = None
+    instance = result = kept = None
     try:
         instance = policy.policy_class(rule_id, settings, parameters)
         result = plain_result(instance.eval(parameters, input_data, context))
+        if keep_context:
+            kept = plain_result(context, "context")
     except BaseException as exc:
         error = _typed(exc)
     instance = None  # freed now, inside this call, with everything else it holds
     error = finish_call(error)
     if error is not None:
         raise error from None
-    return result
+    return result, kept
 
 
 def manage(

@@ -16,6 +16,7 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
+from policy_runtime.sandbox import logshim
 from policy_runtime.sandbox.guards import GuardViolation, is_policy_class
 from policy_runtime.sandbox.isolation import CACHING_MODULES, imported
 
@@ -161,7 +162,16 @@ def _build_proxy(name: str) -> ModuleProxy:
     return ModuleProxy(name, members)
 
 
-PROXIES: dict[str, ModuleProxy] = {name: _build_proxy(name) for name in ALLOWED_MODULES}
+# Modules policies import as a stand-in written for them, never the real module
+# (``logging``: see logshim.py).
+SHIM_MODULES: dict[str, dict[str, Any]] = {"logging": logshim.MEMBERS}
+
+PROXIES: dict[str, ModuleProxy] = {name: _build_proxy(name) for name in ALLOWED_MODULES} | {
+    name: ModuleProxy(name, members) for name, members in SHIM_MODULES.items()
+}
+
+# Every module name a policy may import.
+IMPORTABLE: frozenset[str] = frozenset(PROXIES)
 
 
 def exposed_objects() -> list[Any]:
@@ -198,6 +208,6 @@ def guarded_import(
     if name in CACHING_MODULES:
         imported.add(name)
     if proxy is None:
-        allowed = ", ".join(sorted(ALLOWED_MODULES))
+        allowed = ", ".join(sorted(IMPORTABLE))
         raise GuardViolation(f"import of {name!r} is not allowed; policies may import: {allowed}")
     return proxy

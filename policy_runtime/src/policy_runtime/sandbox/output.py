@@ -10,6 +10,7 @@ recursively.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -18,6 +19,25 @@ from policy_runtime.errors import InvalidOutput
 MAX_RESULT_DEPTH = 64
 # Error messages are for people: longer ones are cut, so a reply always fits a frame.
 MAX_MESSAGE_CHARS = 4096
+
+
+class _NotJson(Exception):
+    """A value that is not JSON, and the key path (innermost last) to it."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.path: list[str] = []
+
+
+def _step(key: Any) -> str:
+    """One step of a key path as Python reads it: ``["name"]`` or ``[2]``."""
+    if type(key) is str:
+        text = key if len(key) <= 80 else key[:77] + "..."
+        return "[" + json.dumps(text, ensure_ascii=False) + "]"
+    if type(key) in (int, bool, float) or key is None:
+        return f"[{key!r}]"
+    return f"[<{type(key).__name__}>]"
 
 
 def _key(key: Any) -> Any:
@@ -30,15 +50,15 @@ def _key(key: Any) -> Any:
         return int.__int__(key)
     if isinstance(key, float):
         return _float(float.__float__(key))
-    raise InvalidOutput(
-        f"the policy's result is not JSON: keys must be str, int, float, bool or None, "
-        f"not {type(key).__name__}"
+    raise _NotJson(
+        f"a key of type {type(key).__name__} is not JSON (keys must be str, int, float, "
+        "bool or None)"
     )
 
 
 def _float(value: float) -> float:
     if not math.isfinite(value):
-        raise InvalidOutput(f"the policy's result is not JSON: {value!r} is not a JSON number")
+        raise _NotJson(f"{value!r} is not a JSON number")
     return value
 
 
@@ -54,10 +74,24 @@ def _plain(value: Any, depth: int) -> Any:
         )
     depth += 1
     if isinstance(value, dict):
-        return {_key(k): _plain(v, depth) for k, v in dict.items(value)}
+        plain = {}
+        for k, v in dict.items(value):
+            try:
+                plain[_key(k)] = _plain(v, depth)
+            except _NotJson as exc:
+                exc.path.append(_step(k))
+                raise
+        return plain
     if isinstance(value, (list, tuple)):
         items = list.__iter__(value) if isinstance(value, list) else tuple.__iter__(value)
-        return [_plain(v, depth) for v in items]
+        copied = []
+        for index, v in enumerate(items):
+            try:
+                copied.append(_plain(v, depth))
+            except _NotJson as exc:
+                exc.path.append(f"[{index}]")
+                raise
+        return copied
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, bool):  # bool cannot be subclassed; kept for clarity
@@ -66,9 +100,7 @@ def _plain(value: Any, depth: int) -> Any:
         return int.__int__(value)
     if isinstance(value, float):
         return _float(float.__float__(value))
-    raise InvalidOutput(
-        f"the policy's result is not JSON: {type(value).__name__} is not a JSON type"
-    )
+    raise _NotJson(f"{type(value).__name__} is not JSON")
 
 
 # Floats count as plain here: json.dumps(allow_nan=False) refuses NaN and infinities when
@@ -100,14 +132,20 @@ def _exact(value: Any, depth: int) -> bool:
     return True
 
 
-def plain_result(value: Any) -> Any:
+def plain_result(value: Any, name: str = "result") -> Any:
     """``value`` as exact JSON types; InvalidOutput if it is not JSON or nested too deep.
 
-    A value that already is plain JSON is returned as it is.
+    A value that already is plain JSON is returned as it is. The error names the key
+    path to what is not JSON, e.g. ``result["details"][2]["when"]: datetime is not
+    JSON``; ``name`` is the path's root.
     """
     if _exact(value, 0):
         return value
-    return _plain(value, 0)
+    try:
+        return _plain(value, 0)
+    except _NotJson as exc:
+        path = name + "".join(reversed(exc.path))
+        raise InvalidOutput(f"the policy's {name} is not JSON: {path}: {exc.problem}") from None
 
 
 def safe_text(text: str) -> str:

@@ -155,10 +155,27 @@ class PolicyCall:
     context: dict = field(default_factory=dict)
     action: str = ""
     data: Any = None
+    # eval: also return ``context`` as the policy left it (CallAnswer.context)
+    keep_context: bool = False
 
     @functools.cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.source.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CallAnswer:
+    """A call's result with what came along: what the policy printed and logged
+    (``{"printed": str, "logs": [...]}``) and, when asked for, its context."""
+
+    result: Any
+    output: dict = field(default_factory=dict)
+    context: Any = None
+
+
+def _output(answer: dict) -> dict:
+    output = answer.get("output")
+    return output if isinstance(output, dict) else {}
 
 
 class WorkerPool:
@@ -330,6 +347,15 @@ class WorkerPool:
     # -- calls ------------------------------------------------------------------------
     def call(self, call: PolicyCall) -> Any:
         """Run one call in a worker; return its result or raise a typed error."""
+        return self.call_answer(call).result
+
+    async def acall(self, call: PolicyCall) -> Any:
+        """call() for an event loop: no thread waits while the policy runs."""
+        return (await self.acall_answer(call)).result
+
+    def call_answer(self, call: PolicyCall) -> CallAnswer:
+        """call(), with the policy's printed output, log records and kept context. A
+        typed error raised for the policy carries its output as ``error.output``."""
         worker = self._acquire()
         try:
             answer = self._exchange(worker, call)
@@ -337,8 +363,8 @@ class WorkerPool:
             answer = self._failed(worker, call, exc)
         return self._settle(worker, answer)
 
-    async def acall(self, call: PolicyCall) -> Any:
-        """call() for an event loop: no thread waits while the policy runs."""
+    async def acall_answer(self, call: PolicyCall) -> CallAnswer:
+        """call_answer() for an event loop."""
         worker = await self._acquire_async()
         try:
             answer = await self._exchange_async(worker, call)
@@ -372,7 +398,7 @@ class WorkerPool:
         self._replace(worker, "interrupted")  # e.g. the caller was cancelled mid-call
         raise exc
 
-    def _settle(self, worker: _Worker, answer: dict | None) -> Any:
+    def _settle(self, worker: _Worker, answer: dict | None) -> CallAnswer:
         """The worker's answer as a result or a typed error; the worker goes back or away."""
         if answer is None:
             code = worker.proc.wait()
@@ -392,8 +418,9 @@ class WorkerPool:
                 self._replace(worker, "recycle")
             else:
                 self._release(worker)
-            return answer["result"]
+            return CallAnswer(answer["result"], _output(answer), answer.get("context"))
         error = error_from_dict(answer.get("error") or {})
+        error.output = _output(answer)  # type: ignore[attr-defined]
         if recycle:
             self._replace(worker, "recycle")
         elif isinstance(error, _RECYCLE_AFTER):
@@ -417,6 +444,7 @@ class WorkerPool:
             "context": call.context,
             "action": call.action,
             "data": call.data,
+            "keep_context": call.keep_context,
         }
 
     @staticmethod

@@ -18,10 +18,15 @@ from collections import OrderedDict
 from typing import Any
 
 from policy_runtime.errors import InvalidOutput, InvalidPolicy, PolicyRuntimeError
-from policy_runtime.sandbox import isolation, protocol
+from policy_runtime.sandbox import capture, isolation, protocol
 from policy_runtime.sandbox.builtins import POLICY_BUILTINS
 from policy_runtime.sandbox.compiler import PolicyContract, compile_policy
-from policy_runtime.sandbox.executor import CpuTimeExceeded, evaluate, load_policy, manage
+from policy_runtime.sandbox.executor import (
+    CpuTimeExceeded,
+    evaluate_keeping_context,
+    load_policy,
+    manage,
+)
 from policy_runtime.sandbox.limits import (
     MIB,
     RETAINED_LIMIT_MB,
@@ -51,6 +56,7 @@ class Worker:
         self._size = baseline  # the address space after the last call
         self._memory = AddressSpace()
         self._cache: OrderedDict[str, PolicyContract] = OrderedDict()
+        self._kept_context: Any = None  # the context an eval left, when it is kept
 
     def _policy(self, request: dict) -> PolicyContract | None:
         sha = request["sha"]
@@ -79,12 +85,16 @@ class Worker:
             "parameters": request.get("parameters") or {},
         }
         if op == "eval":
-            return evaluate(
+            result, context = evaluate_keeping_context(
                 policy,
                 input_data=request.get("input_data"),
                 context=request.get("context") or {},
+                keep_context=bool(request.get("keep_context")),
                 **common,
             )
+            if request.get("keep_context"):
+                self._kept_context = context
+            return result
         if op == "manage":
             return manage(policy, action=request["action"], data=request.get("data"), **common)
         raise ValueError(f"unknown op {op!r}")
@@ -92,10 +102,17 @@ class Worker:
     def handle(self, request: dict) -> bytes:
         """The encoded answer to one request; never raises for anything a policy does."""
         started = time.perf_counter()
+        capture.begin()
+        self._kept_context = None
         try:
             answer = self._answer(request, started)
         except BaseException as exc:  # the last line of defence
             answer = {"ok": False, "error": _internal_error(exc)}
+        # What the policy printed and logged comes back with its answer, also on failure.
+        if not answer.get("need_source"):
+            answer["output"] = capture.collected()
+        if answer.get("ok") and request.get("keep_context"):
+            answer["context"] = self._kept_context
         recycle = self._retained_too_much() or isolation.tainted
         if recycle:
             answer["recycle"] = True
@@ -177,9 +194,8 @@ def _encode_answer(answer: dict) -> bytes:
 
 
 def _without_result(answer: dict) -> dict:
-    return {k: v for k, v in answer.items() if k not in ("result", "worker_ms", "ok")} | {
-        "ok": False
-    }
+    dropped = ("result", "worker_ms", "ok", "context")
+    return {k: v for k, v in answer.items() if k not in dropped} | {"ok": False}
 
 
 def _invalid_output(message: str) -> dict:

@@ -88,6 +88,33 @@ class PolicyStore:
     def get(self, uri: str) -> dict[str, Any] | None:
         return self.collection.find_one({"policy_rule_uri": uri, **_LIVE}, _FULL)
 
+    def taken(self, uri: str) -> bool:
+        """Whether ``uri`` was ever published (a deleted policy's URI stays taken)."""
+        return self.collection.find_one({"policy_rule_uri": uri}, {"_id": 1}) is not None
+
+    def query(
+        self, filter_: dict[str, Any], *, skip: int = 0, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Published policies matching a client's MongoDB filter, by URI.
+
+        The filter must have passed ``clusters.operators.check_filter``; deleted
+        policies never match. Run it within ``pymongo.timeout`` to bound it."""
+        live: dict[str, Any] = dict(_LIVE)
+        query = {"$and": [filter_, live]} if filter_ else live
+        cursor = (
+            self.collection.find(query, _FULL)
+            .sort("policy_rule_uri", ASCENDING)
+            .skip(skip)
+            .limit(limit)
+        )
+        return list(cursor)
+
+    def update_fields(self, uri: str, fields: dict[str, Any]) -> bool:
+        """Set descriptive fields of a published policy (never its code); False if none."""
+        fields = {**fields, "updated_at": datetime.now(UTC).isoformat()}
+        result = self.collection.update_one({"policy_rule_uri": uri, **_LIVE}, {"$set": fields})
+        return result.matched_count == 1
+
     def releases(self, name: str, version: str, limit: int = 10) -> list[str]:
         """The URIs published under ``name`` and ``version``, whatever their release tag."""
         cursor = self.collection.find(

@@ -1,10 +1,13 @@
-"""Run mode ``clusters``: the clusters registry of seeds/003 (clusters-db-service)."""
+"""Run mode ``clusters``: the clusters registry (upstream's clusters-db-service).
+
+docs/compatibility/clusters.md lists what upstream's callers send here and read back.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
 from policy_runtime.api.deps import MAX_SKIP, cluster_store
@@ -35,7 +38,7 @@ async def query_clusters(
     sort: Annotated[str | None, Query(max_length=200, description="e.g. -gpus.count,id")] = None,
     fields: Annotated[str | None, Query(max_length=500, description="comma list")] = None,
 ) -> list[dict[str, Any]]:
-    # The body is the filter itself (seeds/003) or, as upstream clients send it, {"query": ...}.
+    # The body is the filter itself or, as upstream clients send it, {"query": ...}.
     filter_ = body["query"] if set(body) == {"query"} and isinstance(body["query"], dict) else body
     principal = caller(request)
     if principal is not None and principal.clusters is not None:
@@ -110,10 +113,11 @@ async def create_cluster(request: Request, body: JsonObject) -> dict[str, Any]:
     return await run_in_threadpool(governed_create, request, body)
 
 
+# Upstream's parser answers 200 {"success": true, ...}, and upstream's onboarding script
+# (k8s/onboarding/cluster/onboard.py) counts only a 200 as onboarded.
 @router.post(
     "/api/createCluster",
-    status_code=status.HTTP_201_CREATED,
-    summary="Add a cluster (upstream parser route; raw document or Parser/V1 envelope)",
+    summary="Add a cluster (upstream parser route; raw document or Parser/V1 envelope; 200)",
     openapi_extra=requires(P.CLUSTERS_WRITE),
 )
 async def create_cluster_upstream(request: Request, body: JsonObject) -> dict[str, Any]:
@@ -147,11 +151,16 @@ async def update_cluster(
     return await run_in_threadpool(store.update, cluster_id, body)
 
 
+# Upstream's registry answers a delete with 200 and this body, and its clients read the
+# body (response.json()) after checking the status: a 204 without a body fails them.
+DELETED = {"message": "Cluster deleted"}
+
+
 @router.delete(
-    "/clusters/{cluster_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a cluster",
+    "/clusters/{cluster_id}", summary="Remove a cluster (200 {\"message\": \"Cluster deleted\"})",
     openapi_extra=requires(P.CLUSTERS_WRITE),
 )
-async def delete_cluster(cluster_id: str, store: Store, request: Request) -> Response:
+async def delete_cluster(cluster_id: str, store: Store, request: Request) -> dict[str, str]:
     check_cluster(request, P.CLUSTERS_WRITE, cluster_id)
     await run_in_threadpool(store.delete, cluster_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return dict(DELETED)

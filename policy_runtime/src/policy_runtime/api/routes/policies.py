@@ -39,8 +39,17 @@ async def evaluate(uri: str, request: Request) -> JSONResponse:
     # The hot path: the body is parsed by pydantic directly (see read_body) rather than
     # through FastAPI's dependency solving, which costs more than the decision itself.
     body = await read_body(request, EvalRequest)
+    principal = caller(request)
+    if principal is not None and body.cluster_id is not None:
+        # A decision for a cluster reads and writes that cluster's persisted policy
+        # context, so a cluster owner may name only their own clusters.
+        principal.require_cluster_context(body.cluster_id)
     outcome = await request.app.state.runtime.policies.evaluate(uri, body)
-    return JSONResponse(outcome.to_dict(), status_code=eval_status(outcome.error_type))
+    return JSONResponse(
+        # what the policy printed or logged comes back only when there is some
+        outcome.to_dict(with_output=bool(outcome.printed or outcome.logs)),
+        status_code=eval_status(outcome.error_type),
+    )
 
 
 @router.post(
