@@ -17,6 +17,7 @@ description:
   - Idempotent by name. A token is shown only when it is created, so the module returns
     RV(token) only when it creates one; a live token whose role or scope differs is revoked
     and created again (a new secret) only with O(replace=true), else the module fails.
+    O(rotate=true) revokes and re-creates a live token in any case.
   - Needs an admin token in O(api_token) (the runtime's bootstrap C(AIOS_API_TOKEN) is one).
   - "Roles: V(admin), V(operator), V(cluster-owner) (with O(clusters) and optionally
     O(policy_prefixes)), V(executor), V(reader); the policy runtime's README lists the
@@ -47,6 +48,13 @@ options:
     description: Revoke and re-create a live token whose role or scope differs.
     type: bool
     default: false
+  rotate:
+    description:
+      - Revoke a live token and create it again (a new secret) even when its role and scope
+        match, so that RV(token) is returned; for when the place its secret was kept is lost.
+      - The installer sets it when a component's token Secret does not exist.
+    type: bool
+    default: false
   state:
     description: V(present) creates the token if there is no live one; V(absent) revokes it.
     type: str
@@ -75,6 +83,16 @@ EXAMPLES = r"""
     clusters: [cluster-west-vision-001]
     policy_prefixes: [aiosv1.policies.west.]
   register: owner
+  no_log: true
+
+- name: A fresh secret for the executor token of a controller whose Secret was lost
+  aios.platform.api_token:
+    api_url: http://127.0.0.1:8080
+    api_token: "{{ aios_admin_token }}"
+    name: controller-cluster-west-vision-001
+    role: executor
+    rotate: true
+  register: executor
   no_log: true
 
 - name: Revoke it
@@ -131,6 +149,7 @@ def main():
         policy_prefixes=dict(type="list", elements="str", default=[]),
         expires=dict(type="str"),
         replace=dict(type="bool", default=False),
+        rotate=dict(type="bool", default=False),
         state=dict(type="str", choices=["present", "absent"], default="present"),
     )
     spec.update(API_ARGUMENT_SPEC)
@@ -152,9 +171,9 @@ def main():
             wanted["expires"] = params["expires"]
         if record is not None:
             differ = differences(record, wanted)
-            if not differ:
+            if not differ and not params["rotate"]:
                 module.exit_json(changed=False, record=record)
-            if not params["replace"]:
+            if differ and not params["replace"]:
                 module.fail_json(msg="token %s exists with another %s; set replace=true to "
                                      "revoke it and create a new one" % (name, ", ".join(differ)),
                                  record=record)

@@ -11,9 +11,11 @@ Three checks over what render mode writes (playbooks/site.yml and playbooks/inte
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import secrets
 import shlex
 import signal
 import socket
@@ -374,3 +376,326 @@ def test_our_images_become_ready_with_the_rendered_configuration(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(10)
+
+
+# --- the cluster's controller (playbooks/onboard_cluster.yml) ----------------------------
+
+SEED_CLUSTER = json.loads((REPO / "policies" / "clusters" / "cluster-west-vision-001.json")
+                          .read_text())
+CONTROLLER_ID = SEED_CLUSTER["id"]
+ALLOW_ALL_POLICY = ("class AIOSv1PolicyRule:\n"
+                    "    def __init__(self, rule_id, settings, parameters):\n"
+                    "        self.rule_id = rule_id\n\n"
+                    "    def eval(self, parameters, input_data, context):\n"
+                    "        return {'allowed': True, 'input_data': input_data}\n")
+
+
+@pytest.fixture(scope="module")
+def controller_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The rendered controller of the seed's cluster: {"cluster_onboarding": folder}."""
+    directory = tmp_path_factory.mktemp("controller")
+    config = {k: SEED_CLUSTER[k] for k in ("id", "regionId", "config", "tags", "clusterMetadata")}
+    done = render_site(directory, {
+        "aios_public_address": PUBLIC_ADDRESS, "cluster_onboarding_config": config,
+        "cluster_onboarding_nodes_from": "file",
+        "cluster_onboarding_nodes_file": str(REPO / "tests" / "unit" / "fixtures"
+                                             / "kubectl_get_nodes.json"),
+        "cluster_onboarding_dest": str(directory / "documents"),
+    }, playbook="onboard_cluster.yml")
+    assert done.returncode == 0, done.stdout[-3000:]
+    return {"cluster_onboarding": directory / "cluster_onboarding"}
+
+
+def start_process(command: list[str], env: dict[str, str], url: str, log: Path,
+                  cwd: Path) -> subprocess.Popen:
+    """Start ``command`` and wait until ``url`` answers 200 (AssertionError with its log)."""
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    status, deadline = None, time.monotonic() + 90
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            status = httpx.get(url, timeout=2).status_code
+        except httpx.TransportError:
+            status = None
+        if status == 200:
+            return process
+        time.sleep(0.3)
+    stop_process(process)
+    raise AssertionError(f"not ready at {url} (last status {status}, exit {process.poll()}): "
+                         f"{log.read_text()[-3000:]}")
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def test_the_controller_output_is_complete_and_holds_no_admin_token(
+    controller_output: dict[str, Path],
+) -> None:
+    folder = controller_output["cluster_onboarding"]
+    kinds = {(m["kind"], m["metadata"]["name"]) for m in manifests(folder).values()}
+    name = f"{CONTROLLER_ID}-controller"
+    assert kinds == {("Namespace", "controllers"), ("Deployment", name),
+                     ("Service", f"{name}-svc"), ("Secret", f"{name}-tokens")}
+    # every Secret key, namespace and selected pod it refers to is in the folder
+    test_the_output_applies_in_order_with_nothing_missing(controller_output)
+    assert (folder / f"secret-{name}-tokens.yaml").stat().st_mode & 0o777 == 0o600
+    manifest = deployment(controller_output, name)
+    [container] = pod_spec(manifest)["containers"]
+    assert container["name"] == "policy-runtime"  # what policy_execution_mode switches
+    env = {e["name"]: e for e in container["env"]}
+    assert not set(env) - settings_names("policies-system")
+    assert "AIOS_API_TOKEN" not in env and "AIOS_API_TOKEN_FILE" not in env
+    assert env["AIOS_SCOPED_TOKENS_ONLY"]["value"] == "true"
+    assert env["AIOS_RUN_MODES"]["value"] == "controller"
+    assert env["AIOS_CLUSTER_ID"]["value"] == CONTROLLER_ID
+    assert env["AIOS_REMOTE_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{name}-tokens", "key": "remote-token"}
+    secrets_used = {e["valueFrom"]["secretKeyRef"]["name"] for e in env.values()
+                    if "valueFrom" in e}
+    assert secrets_used == {f"{name}-tokens"}, "the runtime's admin token Secret is not used"
+    assert urlsplit(env["AIOS_POLICIES_URL"]["value"]).hostname == PUBLIC_ADDRESS
+    service = next(m for m in manifests(folder).values() if m["kind"] == "Service")
+    assert service["spec"]["ports"][0]["port"] == int(env["AIOS_PORT"]["value"])
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    readme = (folder.parent / "README.md").read_text()
+    assert f"--cluster {CONTROLLER_ID} --token-from-stdin" in readme
+    defaults = yaml.safe_load((REPO / "roles" / "cluster_onboarding" / "defaults" / "main.yml")
+                              .read_text())
+    for variable, fact in defaults["_cluster_onboarding_controller_wiring"].items():
+        assert set(fact) <= WIRING_KEYS, variable
+        assert fact.get("meaning") and (REPO / fact["file"]).is_file(), variable
+    assert set(env) <= set(defaults["_cluster_onboarding_controller_wiring"])
+
+
+def test_the_controller_runs_with_its_scoped_tokens_only(
+    controller_output: dict[str, Path], stand_ins: dict[str, str], tmp_path: Path,
+) -> None:
+    """The rendered controller, started as its container would be: ready; its cluster-owner
+    token governs its own cluster and nothing else; its executor token runs its remote
+    pre-checks on the policies system; no admin token works at it."""
+    name = f"{CONTROLLER_ID}-controller"
+    manifest = deployment(controller_output, name)
+    [container] = pod_spec(manifest)["containers"]
+    tokens = {key: rendered_secret(controller_output, "controllers", f"{name}-tokens", key)
+              for key in ("remote-token", "owner-token")}
+    mongo = f"mongodb://127.0.0.1:{stand_ins['mongo_port']}/?directConnection=true"
+
+    # The policies system, with an executor at an allowed host (itself).
+    admin = secrets.token_urlsafe(32)
+    policies_port = free_port()
+    policies_url = f"http://127.0.0.1:{policies_port}"
+    base_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    policies = start_process(
+        [sys.executable, "-m", "policy_runtime", "serve", "--port", str(policies_port)],
+        {**base_env, "AIOS_API_TOKEN": admin, "AIOS_RUN_MODES": "policies",
+         "AIOS_MONGO_URI": mongo, "AIOS_DB_NAME": "policies", "AIOS_POOL_SIZE": "1",
+         "AIOS_EXECUTOR_ALLOWED_HOSTS": "127.0.0.1"},
+        f"{policies_url}/healthz", tmp_path / "policies.log", tmp_path)
+    controller = None
+    try:
+        as_admin = {"Authorization": f"Bearer {admin}"}
+        uri = httpx.post(f"{policies_url}/policies", headers=as_admin, json={
+            "name": "aiosv1.policies.controller-wiring", "version": "v1",
+            "code": ALLOW_ALL_POLICY}).json()["policy_rule_uri"]
+        registered = httpx.post(f"{policies_url}/executors", headers=as_admin,
+                                json={"id": "executor-001", "url": policies_url})
+        assert registered.status_code == 201, registered.text
+
+        # Register the rendered tokens as the render directory's README says.
+        for key, database, args in (
+            ("remote-token", "policies", ["--role", "executor"]),
+            ("owner-token", "clusters", ["--role", "cluster-owner", "--cluster", CONTROLLER_ID]),
+        ):
+            token_name = "controller-" + CONTROLLER_ID + ("-owner" if key == "owner-token" else "")
+            made = subprocess.run(
+                [sys.executable, "-m", "policy_runtime", "token", "create", token_name, *args,
+                 "--token-from-stdin"], input=tokens[key] + "\n", capture_output=True, text=True,
+                env={**base_env, "AIOS_MONGO_URI": mongo, "AIOS_DB_NAME": database},
+                timeout=60, check=False)
+            assert made.returncode == 0, made.stderr
+
+        # The controller, with exactly its rendered env (addresses mapped to this host).
+        image_env, entrypoint = image_config(OUR_IMAGES["policies-system"])
+        ports = {str(p["containerPort"]): str(free_port()) for p in container["ports"]}
+        mapping = (ports, {}, stand_ins)
+        env = {**base_env, **{k: local(v, *mapping) for k, v in image_env.items() if k != "PATH"}}
+        for variable in container["env"]:
+            ref = variable.get("valueFrom", {}).get("secretKeyRef")
+            value = tokens[ref["key"]] if ref else variable["value"]
+            env[variable["name"]] = local(value, *mapping)
+        assert env["AIOS_POLICIES_URL"] == f"http://{PUBLIC_ADDRESS}:30102"
+        env["AIOS_POLICIES_URL"] = policies_url  # the management cluster's NodePort
+        probe = container["readinessProbe"]["httpGet"]
+        url = f"http://127.0.0.1:{ports[str(probe['port'])]}"
+        command = container.get("command", entrypoint) + container.get("args", [])
+        controller = start_process([str(Path(sys.executable).parent / command[0]), *command[1:]],
+                                   env, f"{url}{probe['path']}", tmp_path / "controller.log",
+                                   tmp_path)
+
+        owner = {"Authorization": f"Bearer {tokens['owner-token']}"}
+        for admin_only in ("/tokens", "/audit"):
+            refused = httpx.get(f"{url}{admin_only}", headers=owner)
+            assert refused.status_code == 403, refused.text
+            assert "tokens:manage" in refused.json()["detail"]
+        # its executor is the controller's POLICY_SYSTEM_EXECUTOR_ID
+        cluster = {**SEED_CLUSTER, "config": {**SEED_CLUSTER["config"], "policyExecutorId": ""}}
+        created = httpx.post(f"{url}/clusters/create", headers=owner, json=cluster)
+        assert created.is_success, created.text
+        read = httpx.get(f"{url}/clusters/read/{CONTROLLER_ID}", headers=owner)
+        assert read.status_code == 200, read.text
+        own_map = httpx.get(f"{url}/pre-check-policies", headers=owner)
+        assert own_map.status_code == 200 and own_map.json()["cluster_id"] == CONTROLLER_ID
+        foreign = httpx.get(f"{url}/pre-check-policies", headers=owner,
+                            params={"cluster_id": "another-cluster"})
+        assert foreign.status_code == 403, foreign.text
+        mapped = httpx.post(f"{url}/pre-check-policies/update", headers=owner,
+                            json={"add_node": uri})
+        assert mapped.status_code == 200, mapped.text
+        decided = httpx.post(f"{url}/pre-check/add_node", headers=owner, json={"id": "n-1"})
+        assert decided.status_code == 200, decided.text
+        assert decided.json()["allowed"] is True, decided.json()["reason"]
+        assert decided.json()["policy_rule_uri"] == uri
+        # No admin token works at the controller: not the network's, not its executor token.
+        for other in (admin, tokens["remote-token"]):
+            assert httpx.get(f"{url}/pre-check-policies",
+                             headers={"Authorization": f"Bearer {other}"}).status_code == 401
+    finally:
+        if controller is not None:
+            stop_process(controller)
+        stop_process(policies)
+
+
+def test_a_live_onboarding_deploys_the_controller_with_tokens_of_its_own(
+    runtime: tuple[str, str], kube, tmp_path: Path,
+) -> None:
+    """onboard_cluster.yml against the network (a runtime) and a real control plane: the
+    controller gets an executor and a cluster-owner token made for it, kept in its Secret;
+    a second run changes nothing; a lost Secret gets new tokens and the old are revoked."""
+    from render_site import run_playbook
+
+    url, admin = runtime
+    cluster_id = f"live-{secrets.token_hex(3)}"
+    for node in json.loads((REPO / "tests" / "unit" / "fixtures" / "kubectl_get_nodes.json")
+                           .read_text())["items"]:
+        kube.add(node)
+    config = {**{k: SEED_CLUSTER[k] for k in ("regionId", "config", "tags", "clusterMetadata")},
+              "id": cluster_id}
+    variables = {"cluster_onboarding_config": config, "aios_onboard": True,
+                 "cluster_onboarding_dest": str(tmp_path / "documents"),
+                 "cluster_onboarding_api_url": url, "cluster_onboarding_api_token": admin,
+                 "aios_kubeconfig": str(kube.kubeconfig), "ansible_connection": "local"}
+    name = f"{cluster_id}-controller"
+
+    def onboard() -> str:
+        done = run_playbook("onboard_cluster.yml", variables)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        assert admin not in done.stdout
+        return done.stdout
+
+    def kept_tokens() -> dict[str, str]:
+        secret = kube.get("Secret", f"{name}-tokens", "controllers")
+        return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+    first = onboard()
+    assert f"Deployment controllers/{name}" in first
+    tokens = kept_tokens()
+    assert set(tokens) == {"remote-token", "owner-token"}
+    assert not {tokens["remote-token"], tokens["owner-token"]} & set(first.split())
+    records = {r["name"]: r for r in httpx.get(f"{url}/tokens", headers={
+        "Authorization": f"Bearer {admin}"}).json()}
+    assert records[f"controller-{cluster_id}"]["role"] == "executor"
+    owner_record = records[f"controller-{cluster_id}-owner"]
+    assert (owner_record["role"], owner_record["clusters"]) == ("cluster-owner", [cluster_id])
+    owner = {"Authorization": f"Bearer {tokens['owner-token']}"}
+    executor = {"Authorization": f"Bearer {tokens['remote-token']}"}
+    assert httpx.get(f"{url}/clusters/{cluster_id}", headers=owner).status_code == 200
+    assert httpx.get(f"{url}/tokens", headers=owner).status_code == 403
+    assert httpx.get(f"{url}/clusters/{cluster_id}", headers=executor).status_code == 403
+    absent = httpx.post(f"{url}/policies/aiosv1.policies.absent:v1/eval", headers=executor,
+                        json={"input_data": {}})
+    assert absent.status_code == 404, absent.text  # allowed to evaluate; no such policy
+    live = kube.get("Deployment", name, "controllers")
+    [container] = live["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AIOS_CLUSTER_ID"]["value"] == cluster_id and "AIOS_API_TOKEN" not in env
+    assert env["AIOS_POLICIES_URL"]["value"] == url
+    assert live["status"].get("readyReplicas") == 1
+
+    again = onboard()
+    assert re.search(r"^localhost\s+: ok=\d+\s+changed=0\s", again, re.M), again[-3000:]
+    assert kept_tokens() == tokens
+
+    kube.delete("Secret", f"{name}-tokens", "controllers")
+    onboard()
+    renewed = kept_tokens()
+    assert renewed["remote-token"] != tokens["remote-token"]
+    assert renewed["owner-token"] != tokens["owner-token"]
+    deadline = time.monotonic() + 10  # token lookups are cached for up to a second
+    while (httpx.get(f"{url}/clusters/{cluster_id}", headers=owner).status_code != 401
+           and time.monotonic() < deadline):
+        time.sleep(0.2)
+    assert httpx.get(f"{url}/clusters/{cluster_id}", headers=owner).status_code == 401
+    assert httpx.get(f"{url}/clusters/{cluster_id}", headers={
+        "Authorization": f"Bearer {renewed['owner-token']}"}).status_code == 200
+
+    # The controller is what the policy_execution_mode module switches.
+    from conftest import run_collection_module
+
+    switched = run_collection_module(
+        REPO / "plugins" / "modules" / "policy_execution_mode.py",
+        {"cluster_id": cluster_id, "mode": "local", "kubeconfig": str(kube.kubeconfig)})
+    assert switched["changed"] is True, switched
+    container = kube.get("Deployment", name, "controllers")["spec"]["template"]["spec"][
+        "containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["POLICY_EXECUTION_MODE"] == "local" and not env.get("POLICY_SYSTEM_EXECUTOR_ID")
+    assert env["AIOS_CLUSTER_ID"] == cluster_id
+
+
+def test_allowed_hosts_reach_the_policies_system(
+    output: dict[str, Path], tmp_path: Path,
+) -> None:
+    """policy_runtime_executor_allowed_hosts and policy_runtime_archive_allowed_hosts become
+    policies-system's allow-lists; by default there are none, so the runtime refuses every
+    executor and every code URL, naming the setting."""
+    from policy_runtime.config import Settings
+    from policy_runtime.executors.allowlist import AllowList, UrlNotAllowed
+
+    lists = {  # role variable -> (runtime variable, Settings field)
+        "policy_runtime_executor_allowed_hosts": (
+            "AIOS_EXECUTOR_ALLOWED_HOSTS", "executor_allowed_hosts"),
+        "policy_runtime_archive_allowed_hosts": (
+            "AIOS_POLICY_ARCHIVE_ALLOWED_HOSTS", "policy_archive_allowed_hosts"),
+    }
+
+    def rendered_env(parts: dict[str, Path]) -> dict[str, str | None]:
+        container = pod_spec(deployment(parts, "policies-system"))["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    for variable, field in lists.values():
+        assert rendered_env(output).get(variable) is None
+        with pytest.raises(UrlNotAllowed, match=variable):
+            AllowList(getattr(Settings(), field), setting=variable).check_url(
+                "http://executor.example:8000")
+    hosts = [".executors.svc.cluster.local", "10.20.0.0/16"]
+    done = render_site(tmp_path, {"aios_public_address": PUBLIC_ADDRESS,
+                                  "aios_components": ["registries"],
+                                  **dict.fromkeys(lists, hosts)})
+    assert done.returncode == 0, done.stdout[-3000:]
+    env = rendered_env({"registries": tmp_path / "registries"})
+    for variable, field in lists.values():
+        assert env[variable] == ".executors.svc.cluster.local,10.20.0.0/16"
+        allow = AllowList(getattr(Settings(**{field: env[variable]}), field))
+        allow.check_url("http://policy-executor.executors.svc.cluster.local:10000")
+        allow.check_url("http://10.20.3.4:10000")
+        for refused in ("http://executor.example:8000", "http://169.254.169.254/latest"):
+            with pytest.raises(UrlNotAllowed):
+                allow.check_url(refused)
