@@ -298,8 +298,8 @@ def main():
         changed = changed or registered != "unchanged"
     module.exit_json(
         changed=changed, cluster=document, path=path, registered=registered,
-        defaults=onboarding.DEFAULTS, assumed=assumed, diff={"before": before, "after": text,
-                                            "before_header": path, "after_header": path},
+        defaults=onboarding.DEFAULTS, assumed=assumed,
+        diff={"before": before, "after": text, "before_header": path, "after_header": path},
     )
 
 

@@ -53,7 +53,7 @@ def test_with_the_gateway_each_service_has_its_path() -> None:
     config = copy.deepcopy(UPSTREAM_STYLE)
     del config["config"]["useGateway"]  # upstream's default is the gateway
     config["config"]["publicHostname"] = "edge7.example.org"
-    _, assumed = onboarding.normalise_config(config)
+    assumed = onboarding.normalise_config(config)[1]
     assert assumed["config.urlMap"] == {
         "controllerService": "http://edge7.example.org:32000/controller",
         "metricsService": "http://edge7.example.org:32000/metrics",
@@ -79,8 +79,8 @@ def test_a_scheme_or_trailing_slash_in_the_hostname_is_not_doubled() -> None:
 
 
 def test_the_registry_model_accepts_the_built_document() -> None:
-    config, _ = onboarding.normalise_config(UPSTREAM_STYLE)
-    document, _ = onboarding.build_document(config, NODES)
+    config = onboarding.normalise_config(UPSTREAM_STYLE)[0]
+    document = onboarding.build_document(config, NODES)[0]
     model = ClusterDocument.model_validate(document)
     dumped = model.model_dump(mode="json")
     assert dumped["config"]["urlMap"]["membershipServer"] == "http://198.51.100.23:30501"
@@ -108,7 +108,7 @@ def test_the_registry_model_accepts_the_built_document() -> None:
 def test_what_cannot_be_derived_is_still_refused(change, location: tuple) -> None:
     config = copy.deepcopy(UPSTREAM_STYLE)
     change(config)
-    config, _ = onboarding.normalise_config(config)
+    config = onboarding.normalise_config(config)[0]
     document = dict(config)  # the nodes as given: no Kubernetes here
     document.update(onboarding.aggregate([]))
     if "nodeDatas" in (config.get("nodes") or {}):
