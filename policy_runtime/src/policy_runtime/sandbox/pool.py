@@ -1,12 +1,16 @@
 """The pool of sandbox worker processes, seen from the service.
 
-Each evaluation takes an idle worker, sends it one request and waits for the answer with
-a wall-clock deadline. A worker that overruns, runs out of memory or dies is killed and
-replaced in the background, and the caller gets a typed error; the pool keeps serving.
+Callers queue their calls; each worker has a thread of its own in the service that
+takes every call waiting when the worker becomes free and carries them to it in one
+frame (a batch). The worker runs them one after the other, each under its own CPU and
+memory limits, and answers each as soon as it has run, so the service holds every
+decision to its own wall-clock deadline. A decision that overruns, runs out of memory
+or kills its worker fails alone: the worker is replaced, and the decisions of its
+batch that had not run yet are queued again, first in line, for the next worker.
 
 Threads call ``call()``; the HTTP service calls ``acall()`` from its event loop, which
-waits for the worker's answer without tying up a thread. Both share one FIFO of
-waiting callers, so neither kind can starve the other.
+waits for the answer without tying up a thread. Both share one FIFO queue, so neither
+kind can starve the other.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,8 +51,11 @@ _START_TIMEOUT_SECONDS = 60.0
 _RECYCLE_AFTER = (Timeout, MemoryLimit)
 # Remembered shas per worker; must not exceed the worker's own cache size.
 _KNOWN_SHAS = 100
-# Requests larger than a pipe buffer are written from a thread, not the event loop.
-_PIPE_BUFFER_BYTES = 64 * 1024
+# At most this many calls, and about this many bytes of them, go to a worker in one frame.
+_MAX_BATCH = 64
+_MAX_BATCH_BYTES = 1 << 20
+# A worker that cannot be started is tried again after this long.
+_RESPAWN_DELAY_SECONDS = 1.0
 
 
 class PoolBusy(Exception):
@@ -64,72 +72,42 @@ def _worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in keep if k in os.environ}
 
 
+class _Crashed(Exception):
+    """The worker closed its pipe: it is gone."""
+
+
 @dataclass(eq=False)  # identity semantics: workers live in sets
 class _Worker:
     proc: subprocess.Popen
     known: set[str] = field(default_factory=set)
+    frames: protocol.FrameAssembler = field(default_factory=protocol.FrameAssembler)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def send(self, message: dict) -> None:
+    def send_payload(self, payload: bytes) -> None:
         assert self.proc.stdin is not None
-        protocol.write_frame(self.proc.stdin.fileno(), protocol.encode(message))
+        protocol.write_frame(self.proc.stdin.fileno(), payload)
 
     def receive(self, deadline: float | None) -> dict | None:
-        """The next answer, None if the worker died; raises TimeoutError past the deadline."""
+        """The next answer, None if the worker died; raises TimeoutError past the deadline
+        and FrameError or ValueError for an answer that cannot be read."""
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            readable, _, _ = select.select([fd], [], [], max(0.0, remaining))
-            if not readable:
-                raise TimeoutError
-        payload = protocol.read_frame(fd)
-        return None if payload is None else protocol.decode(payload)
-
-    async def send_async(self, message: dict) -> None:
-        assert self.proc.stdin is not None
-        payload = protocol.encode(message)
-        if len(payload) < _PIPE_BUFFER_BYTES:  # fits the idle worker's pipe: never blocks
-            protocol.write_frame(self.proc.stdin.fileno(), payload)
-        else:
-            await asyncio.to_thread(protocol.write_frame, self.proc.stdin.fileno(), payload)
-
-    async def receive_async(self, deadline: float) -> dict | None:
-        """receive() for the event loop: read as data arrives, never blocking the loop."""
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[bytes | None] = loop.create_future()
-        frames = protocol.FrameAssembler()
-
-        def on_readable() -> None:
-            if answer.done():
-                return
-            try:
-                chunk = os.read(fd, 1 << 20)  # readable: returns at once
-                payload = frames.feed(chunk) if chunk else None
-            except (OSError, protocol.FrameError) as exc:
-                answer.set_exception(exc)
-                return
-            if not chunk or payload is not None:
-                answer.set_result(payload)
-
-        def on_deadline() -> None:
-            if not answer.done():
-                answer.set_exception(TimeoutError())
-
-        loop.add_reader(fd, on_readable)
-        # A plain timer rather than asyncio.wait_for(), which costs more per call.
-        timer = loop.call_later(max(0.0, deadline - time.monotonic()), on_deadline)
-        try:
-            payload = await answer
-        finally:
-            timer.cancel()
-            loop.remove_reader(fd)
-        return None if payload is None else protocol.decode(payload)
+        while True:
+            payload = self.frames.next()
+            if payload is not None:
+                return protocol.decode(payload)
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                readable, _, _ = select.select([fd], [], [], max(0.0, remaining))
+                if not readable:
+                    raise TimeoutError
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return None
+            self.frames.add(chunk)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -178,6 +156,20 @@ def _output(answer: dict) -> dict:
     return output if isinstance(output, dict) else {}
 
 
+@dataclass(eq=False)
+class _Job:
+    """A queued call and the future its caller waits on."""
+
+    call: PolicyCall
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+    started: bool = False  # taken into a batch once: it can no longer be withdrawn
+    send_source: bool = False  # the worker asked for the code
+
+
+def _timeout(call: PolicyCall) -> Timeout:
+    return Timeout(f"the policy did not finish within {call.timeout_seconds:g} s and was stopped")
+
+
 class WorkerPool:
     """A fixed number of sandbox workers shared by all callers (thread-safe)."""
 
@@ -195,24 +187,50 @@ class WorkerPool:
         self.max_memory_mb = max_memory_mb
         self.queue_timeout_seconds = queue_timeout_seconds
         self._on_restart = on_restart or (lambda reason: None)
-        # A stack: the most recently used (warmest) worker goes out first.
-        self._idle: list[_Worker] = []
-        # Callers waiting for a worker, first come first served (threads and coroutines).
-        self._waiters: deque[concurrent.futures.Future[_Worker]] = deque()
+        # Calls waiting for a worker, first come first served (threads and coroutines).
+        self._jobs: deque[_Job] = deque()
         self._all: set[_Worker] = set()
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
         self._closed = False
+        self._threads: list[threading.Thread] = []
+        self._batches = 0
+        self._batched_calls = 0
+        self._relays: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Relay] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- life cycle -------------------------------------------------------------------
     def start(self) -> WorkerPool:
-        threads = [threading.Thread(target=self._add_worker) for _ in range(self.size)]
-        for thread in threads:
+        started = [threading.Event() for _ in range(self.size)]
+        workers: list[_Worker | None] = [None] * self.size
+
+        def first(index: int) -> None:
+            try:
+                workers[index] = self._spawn()
+            except (OSError, RuntimeError) as exc:
+                log.error("cannot start a sandbox worker: %s", exc)
+            started[index].set()
+
+        spawners = [threading.Thread(target=first, args=(i,)) for i in range(self.size)]
+        for thread in spawners:
             thread.start()
-        for thread in threads:
+        for thread in spawners:
             thread.join()
-        if len(self._all) < self.size:
+        if any(worker is None for worker in workers):
+            for worker in workers:
+                if worker is not None:
+                    worker.kill()
             self.close()
             raise RuntimeError("the sandbox workers could not be started; see the log above")
+        with self._lock:
+            self._all.update(w for w in workers if w is not None)
+        for worker in workers:
+            thread = threading.Thread(
+                target=self._serve, args=(worker,), name="sandbox-worker", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
         return self
 
     def close(self) -> None:
@@ -220,14 +238,16 @@ class WorkerPool:
             self._closed = True
             workers = list(self._all)
             self._all.clear()
-            self._idle.clear()
-            waiters = list(self._waiters)
-            self._waiters.clear()
-        for waiter in waiters:
-            if waiter.set_running_or_notify_cancel():
-                waiter.set_exception(PoolClosed("the sandbox pool is shut down"))
+            jobs = list(self._jobs)
+            self._jobs.clear()
+            self._ready.notify_all()
+        for job in jobs:
+            self._fail(job, PoolClosed("the sandbox pool is shut down"))
         for worker in workers:
             worker.kill()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
 
     def __enter__(self) -> WorkerPool:
         return self.start()
@@ -238,6 +258,10 @@ class WorkerPool:
     def worker_pids(self) -> list[int]:
         with self._lock:
             return sorted(w.pid for w in self._all)
+
+    def batch_stats(self) -> tuple[int, int]:
+        """(frames sent to workers, calls they carried) since the pool started."""
+        return self._batches, self._batched_calls
 
     def _spawn(self) -> _Worker:
         proc = subprocess.Popen(
@@ -253,188 +277,112 @@ class WorkerPool:
         worker = _Worker(proc)
         try:
             hello = worker.receive(time.monotonic() + _START_TIMEOUT_SECONDS)
-        except TimeoutError:
+        except (TimeoutError, OSError, ValueError, protocol.FrameError):
             hello = None
         if not hello or not hello.get("ready"):
             worker.kill()
             raise RuntimeError(f"sandbox worker {proc.pid} failed to start")
         return worker
 
-    def _add_worker(self) -> None:
-        try:
-            worker = self._spawn()
-        except (OSError, RuntimeError) as exc:
-            log.error("cannot start a sandbox worker: %s", exc)
-            return
-        with self._lock:
-            if self._closed:
-                worker.kill()
-                return
-            self._all.add(worker)
-        self._release(worker)
+    def _respawn(self) -> _Worker | None:
+        """A new worker for this thread; None once the pool is closed."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    return None
+            try:
+                worker = self._spawn()
+            except (OSError, RuntimeError) as exc:
+                log.error("cannot start a sandbox worker: %s", exc)
+                time.sleep(_RESPAWN_DELAY_SECONDS)
+                continue
+            with self._lock:
+                if not self._closed:
+                    self._all.add(worker)
+                    return worker
+            worker.kill()
+            return None
 
-    def _replace(self, worker: _Worker, reason: str) -> None:
+    def _retire(self, worker: _Worker, reason: str) -> None:
         with self._lock:
+            live = worker in self._all  # else close() took it: no replacement to report
             self._all.discard(worker)
         worker.kill()
-        self._on_restart(reason)
-        log.warning("sandbox worker %s replaced: %s", worker.pid, reason)
-        threading.Thread(target=self._add_worker, daemon=True).start()
+        if live:
+            self._on_restart(reason)
+            log.warning("sandbox worker %s replaced: %s", worker.pid, reason)
 
-    # -- handing workers out -----------------------------------------------------------
-    def _take_or_wait(self) -> _Worker | concurrent.futures.Future[_Worker]:
-        """An idle worker, or a future that a released worker will complete."""
-        with self._lock:
-            if self._closed:
-                raise PoolClosed("the sandbox pool is shut down")
-            if self._idle and not self._waiters:
-                return self._idle.pop()
-            waiter: concurrent.futures.Future[_Worker] = concurrent.futures.Future()
-            self._waiters.append(waiter)
-            return waiter
-
-    def _release(self, worker: _Worker) -> None:
-        """Hand a healthy worker to the longest waiting caller, else make it idle."""
-        with self._lock:
-            if self._closed:
+    # -- the thread of one worker ------------------------------------------------------
+    def _serve(self, worker: _Worker | None) -> None:
+        """Carry waiting calls to ``worker`` until the pool closes, replacing it as needed."""
+        while worker is not None:
+            batch = self._next_batch()
+            if batch is None:
+                break
+            try:
+                healthy = self._run_batch(worker, batch)
+            except BaseException as exc:  # the last line of defence: no caller waits forever
+                log.exception("sandbox worker %s: batch failed", worker.pid)
+                for job in batch:
+                    self._fail(job, PolicyError(f"the sandbox pool failed ({type(exc).__name__})"))
+                with self._lock:
+                    retire = worker in self._all
+                if retire:
+                    self._retire(worker, "interrupted")
+                healthy = False
+            if not healthy:
+                worker = self._respawn()
+        if worker is not None:
+            with self._lock:
                 self._all.discard(worker)
-            while self._waiters and not self._closed:
-                waiter = self._waiters.popleft()
-                if waiter.set_running_or_notify_cancel():  # False: that caller gave up
-                    waiter.set_result(worker)
-                    return
+            worker.kill()
+
+    def _next_batch(self) -> list[_Job] | None:
+        """Every call waiting (up to _MAX_BATCH), once there is one; None when closed."""
+        with self._lock:
+            while True:
+                if self._closed:
+                    return None
+                batch: list[_Job] = []
+                while self._jobs and len(batch) < _MAX_BATCH:
+                    job = self._jobs.popleft()
+                    if job.started or job.future.set_running_or_notify_cancel():
+                        job.started = True
+                        batch.append(job)
+                if batch:
+                    return batch
+                self._ready.wait()
+
+    def _requeue(self, jobs: list[_Job]) -> None:
+        """Calls that did not run: first in line again, for the next free worker."""
+        if not jobs:
+            return
+        with self._lock:
             if not self._closed:
-                self._idle.append(worker)
+                self._jobs.extendleft(reversed(jobs))
+                self._ready.notify()
                 return
-        worker.kill()  # returned after close()
-
-    def _busy(self) -> PoolBusy:
-        return PoolBusy(
-            f"all {self.size} sandbox workers stayed busy for "
-            f"{self.queue_timeout_seconds:g} s; retry later or raise AIOS_POOL_SIZE"
-        )
-
-    def _acquire(self) -> _Worker:
-        taken = self._take_or_wait()
-        if isinstance(taken, _Worker):
-            return taken
-        try:
-            return taken.result(timeout=self.queue_timeout_seconds)
-        except concurrent.futures.TimeoutError:
-            if taken.cancel():
-                raise self._busy() from None
-            return taken.result()  # a worker arrived as we gave up: use it
-
-    async def _acquire_async(self) -> _Worker:
-        taken = self._take_or_wait()
-        if isinstance(taken, _Worker):
-            return taken
-        try:
-            return await asyncio.wait_for(
-                asyncio.shield(asyncio.wrap_future(taken)), self.queue_timeout_seconds
-            )
-        except (TimeoutError, asyncio.CancelledError) as exc:
-            if taken.cancel():
-                if isinstance(exc, TimeoutError):
-                    raise self._busy() from None
-                raise
-            worker = taken.result()  # a worker arrived as we gave up
-            if isinstance(exc, asyncio.CancelledError):
-                self._release(worker)
-                raise
-            return worker
-
-    # -- calls ------------------------------------------------------------------------
-    def call(self, call: PolicyCall) -> Any:
-        """Run one call in a worker; return its result or raise a typed error."""
-        return self.call_answer(call).result
-
-    async def acall(self, call: PolicyCall) -> Any:
-        """call() for an event loop: no thread waits while the policy runs."""
-        return (await self.acall_answer(call)).result
-
-    def call_answer(self, call: PolicyCall) -> CallAnswer:
-        """call(), with the policy's printed output, log records and kept context. A
-        typed error raised for the policy carries its output as ``error.output``."""
-        worker = self._acquire()
-        try:
-            answer = self._exchange(worker, call)
-        except BaseException as exc:  # _failed() decides
-            answer = self._failed(worker, call, exc)
-        return self._settle(worker, answer)
-
-    async def acall_answer(self, call: PolicyCall) -> CallAnswer:
-        """call_answer() for an event loop."""
-        worker = await self._acquire_async()
-        try:
-            answer = await self._exchange_async(worker, call)
-        except BaseException as exc:  # _failed() decides
-            answer = self._failed(worker, call, exc)
-        return self._settle(worker, answer)
-
-    def _failed(self, worker: _Worker, call: PolicyCall, exc: BaseException) -> None:
-        """Handle an exchange that broke off; None (a dead worker) when that is what it was."""
-        if isinstance(exc, TimeoutError):
-            self._replace(worker, "timeout")
-            raise Timeout(
-                f"the policy did not finish within {call.timeout_seconds:g} s and was stopped"
-            ) from None
-        if isinstance(exc, OSError):  # the pipe broke: the worker is gone
-            return None
-        if isinstance(exc, protocol.UnencodableMessage):  # nothing reached the worker
-            self._release(worker)
-            raise InvalidInput(
-                f"the call cannot be passed to the sandbox ({exc}): send only JSON values "
-                "(finite numbers, valid UTF-8 text)"
-            ) from None
-        if isinstance(exc, (protocol.FrameError, ValueError, RecursionError)):
-            # The answer cannot be read (workers never send such answers; this is the
-            # backstop): the worker is not trusted again.
-            self._replace(worker, "unreadable answer")
-            raise PolicyError(
-                "the sandbox worker sent an answer that cannot be read; "
-                "the policy's result was discarded"
-            ) from None
-        self._replace(worker, "interrupted")  # e.g. the caller was cancelled mid-call
-        raise exc
-
-    def _settle(self, worker: _Worker, answer: dict | None) -> CallAnswer:
-        """The worker's answer as a result or a typed error; the worker goes back or away."""
-        if answer is None:
-            code = worker.proc.wait()
-            if code == -signal.SIGXCPU:
-                self._replace(worker, "timeout")
-                raise Timeout("the policy used more CPU time than its limit allows")
-            self._replace(worker, "crash")
-            raise PolicyError(
-                f"the sandbox worker stopped unexpectedly (exit status {code}); "
-                "the policy was not evaluated"
-            )
-        # A worker asks to be replaced when a call left state behind that the next
-        # caller must not meet (retained memory, changed shared state).
-        recycle = bool(answer.get("recycle"))
-        if answer.get("ok"):
-            if recycle:
-                self._replace(worker, "recycle")
-            else:
-                self._release(worker)
-            return CallAnswer(answer["result"], _output(answer), answer.get("context"))
-        error = error_from_dict(answer.get("error") or {})
-        error.output = _output(answer)  # type: ignore[attr-defined]
-        if recycle:
-            self._replace(worker, "recycle")
-        elif isinstance(error, _RECYCLE_AFTER):
-            self._replace(worker, error.type_name.lower())
-        else:
-            self._release(worker)
-        raise error
+        for job in jobs:
+            self._fail(job, PoolClosed("the sandbox pool is shut down"))
 
     @staticmethod
-    def _message(worker: _Worker, call: PolicyCall) -> dict:
+    def _fail(job: _Job, error: BaseException) -> None:
+        if job.started or job.future.set_running_or_notify_cancel():
+            job.started = True
+            if not job.future.done():
+                job.future.set_exception(error)
+
+    @staticmethod
+    def _message(worker: _Worker, job: _Job, sent: set[str]) -> dict:
+        call = job.call
+        sha = call.sha256
+        send = job.send_source or (sha not in worker.known and sha not in sent)
+        if send:
+            sent.add(sha)
         return {
             "op": call.op,
-            "sha": call.sha256,
-            "source": None if call.sha256 in worker.known else call.source,
+            "sha": sha,
+            "source": call.source if send else None,
             "timeout": call.timeout_seconds,
             "memory_mb": call.memory_mb,
             "rule_id": call.rule_id,
@@ -447,33 +395,207 @@ class WorkerPool:
             "keep_context": call.keep_context,
         }
 
+    def _encode_batch(self, worker: _Worker, batch: list[_Job]) -> tuple[list[_Job], bytes]:
+        """The jobs that go in this frame and the frame; the unencodable fail here, the
+        ones over the size budget are queued again."""
+        sent: set[str] = set()
+        parts: list[bytes] = []
+        jobs: list[_Job] = []
+        size = 0
+        for index, job in enumerate(batch):
+            if jobs and size > _MAX_BATCH_BYTES:
+                self._requeue(batch[index:])
+                break
+            try:
+                part = protocol.encode(self._message(worker, job, sent))
+            except protocol.UnencodableMessage as exc:  # nothing reaches the worker
+                self._fail(job, InvalidInput(
+                    f"the call cannot be passed to the sandbox ({exc}): send only JSON values "
+                    "(finite numbers, valid UTF-8 text)"
+                ))
+                continue
+            parts.append(part)
+            jobs.append(job)
+            size += len(part)
+        return jobs, b'{"batch":[' + b",".join(parts) + b"]}"
+
+    def _run_batch(self, worker: _Worker, batch: list[_Job]) -> bool:
+        """Run ``batch`` on ``worker``, settling every job or queueing it again; False when
+        the worker was retired."""
+        jobs, payload = self._encode_batch(worker, batch)
+        if not jobs:
+            return True
+        self._batches += 1
+        self._batched_calls += len(jobs)
+        try:
+            worker.send_payload(payload)
+        except OSError:  # the worker is gone before it read the calls
+            return self._crashed(worker, jobs, 0)
+        started = time.monotonic()
+        for index, job in enumerate(jobs):
+            deadline = started + job.call.timeout_seconds + _IPC_GRACE_SECONDS
+            try:
+                answer = worker.receive(deadline)
+            except TimeoutError:
+                self._retire(worker, "timeout")
+                self._fail(job, _timeout(job.call))
+                self._requeue(jobs[index + 1:])
+                return False
+            except OSError:
+                answer = None
+            except (protocol.FrameError, ValueError, RecursionError):
+                # Workers never send such answers; this is the backstop: the worker is not
+                # trusted again.
+                self._retire(worker, "unreadable answer")
+                self._fail(job, PolicyError(
+                    "the sandbox worker sent an answer that cannot be read; "
+                    "the policy's result was discarded"
+                ))
+                self._requeue(jobs[index + 1:])
+                return False
+            if answer is None:
+                return self._crashed(worker, jobs, index)
+            started = time.monotonic()
+            if not isinstance(answer, dict):
+                answer = {}
+            if answer.get("need_source"):  # the worker evicted it: send it once more
+                job.send_source = True
+                self._requeue([job])
+                continue
+            if "error" not in answer:
+                worker.known.add(job.call.sha256)
+                if len(worker.known) > _KNOWN_SHAS:
+                    worker.known.clear()
+            retire = self._settle(job, answer)
+            if retire:  # the worker stopped the batch after this call
+                self._retire(worker, retire)
+                self._requeue(jobs[index + 1:])
+                return False
+        return True
+
+    def _crashed(self, worker: _Worker, jobs: list[_Job], index: int) -> bool:
+        """The worker died running ``jobs[index]``: that call fails, the rest run again."""
+        code = worker.proc.wait()
+        job = jobs[index]
+        if code == -signal.SIGXCPU:
+            self._retire(worker, "timeout")
+            self._fail(job, Timeout("the policy used more CPU time than its limit allows"))
+        else:
+            self._retire(worker, "crash")
+            self._fail(job, PolicyError(
+                f"the sandbox worker stopped unexpectedly (exit status {code}); "
+                "the policy was not evaluated"
+            ))
+        self._requeue(jobs[index + 1:])
+        return False
+
     @staticmethod
-    def _remember(worker: _Worker, call: PolicyCall, answer: dict | None) -> None:
-        if answer is not None and "error" not in answer:
-            worker.known.add(call.sha256)
-            if len(worker.known) > _KNOWN_SHAS:
-                worker.known.clear()
+    def _settle(job: _Job, answer: dict) -> str | None:
+        """Complete the job from the worker's answer; the reason to retire the worker, if
+        the call left state behind that the next caller must not meet."""
+        retire = "recycle" if answer.get("recycle") else None
+        if answer.get("ok") and "result" in answer:
+            job.future.set_result(
+                CallAnswer(answer["result"], _output(answer), answer.get("context"))
+            )
+            return retire
+        error = error_from_dict(answer.get("error") or {})
+        error.output = _output(answer)  # type: ignore[attr-defined]
+        if retire is None and isinstance(error, _RECYCLE_AFTER):
+            retire = error.type_name.lower()
+        job.future.set_exception(error)
+        return retire
 
-    def _exchange(self, worker: _Worker, call: PolicyCall) -> dict | None:
-        message = self._message(worker, call)
-        deadline = time.monotonic() + call.timeout_seconds + _IPC_GRACE_SECONDS
-        for _ in range(2):
-            worker.send(message)
-            answer = worker.receive(deadline)
-            if answer is None or not answer.get("need_source"):
-                break
-            message["source"] = call.source  # the worker evicted it: send it once more
-        self._remember(worker, call, answer)
-        return answer
+    # -- calls ------------------------------------------------------------------------
+    def _submit(self, call: PolicyCall) -> _Job:
+        job = _Job(call)
+        with self._lock:
+            if self._closed:
+                raise PoolClosed("the sandbox pool is shut down")
+            self._jobs.append(job)
+            self._ready.notify()
+        return job
 
-    async def _exchange_async(self, worker: _Worker, call: PolicyCall) -> dict | None:
-        message = self._message(worker, call)
-        deadline = time.monotonic() + call.timeout_seconds + _IPC_GRACE_SECONDS
-        for _ in range(2):
-            await worker.send_async(message)
-            answer = await worker.receive_async(deadline)
-            if answer is None or not answer.get("need_source"):
-                break
-            message["source"] = call.source
-        self._remember(worker, call, answer)
-        return answer
+    def _busy(self) -> PoolBusy:
+        return PoolBusy(
+            f"all {self.size} sandbox workers stayed busy for "
+            f"{self.queue_timeout_seconds:g} s; retry later or raise AIOS_POOL_SIZE"
+        )
+
+    def call(self, call: PolicyCall) -> Any:
+        """Run one call in a worker; return its result or raise a typed error."""
+        return self.call_answer(call).result
+
+    async def acall(self, call: PolicyCall) -> Any:
+        """call() for an event loop: no thread waits while the policy runs."""
+        return (await self.acall_answer(call)).result
+
+    def call_answer(self, call: PolicyCall) -> CallAnswer:
+        """call(), with the policy's printed output, log records and kept context. A
+        typed error raised for the policy carries its output as ``error.output``."""
+        future = self._submit(call).future
+        try:
+            return future.result(timeout=self.queue_timeout_seconds)
+        except concurrent.futures.TimeoutError:
+            if future.cancel():  # still queued: withdrawn
+                raise self._busy() from None
+        return future.result()  # running: its own deadline ends it
+
+    async def acall_answer(self, call: PolicyCall) -> CallAnswer:
+        """call_answer() for an event loop."""
+        loop = asyncio.get_running_loop()
+        relay = self._relays.get(loop)
+        if relay is None:
+            relay = self._relays[loop] = _Relay(loop)
+        answer: asyncio.Future[CallAnswer] = loop.create_future()
+        future = self._submit(call).future
+
+        def on_queue_timeout() -> None:
+            if future.cancel() and not answer.done():
+                answer.set_exception(self._busy())
+
+        future.add_done_callback(functools.partial(relay.post, answer))
+        # A plain timer rather than asyncio.wait_for(), which costs more per call.
+        timer = loop.call_later(self.queue_timeout_seconds, on_queue_timeout)
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            future.cancel()  # withdrawn if still queued; a running call just finishes
+            raise
+        finally:
+            timer.cancel()
+
+
+class _Relay:
+    """Hands answers from the workers' threads to one event loop, waking it once for all
+    the answers that arrive together rather than once per answer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[tuple[asyncio.Future, concurrent.futures.Future]] = []
+
+    def post(self, answer: asyncio.Future, done: concurrent.futures.Future) -> None:
+        if done.cancelled():
+            return
+        with self._lock:
+            self._pending.append((answer, done))
+            if len(self._pending) > 1:  # a wake-up is already on its way
+                return
+        try:
+            self._loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the loop is closed: nobody waits
+            with self._lock:
+                self._pending.clear()
+
+    def _deliver(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for answer, done in pending:
+            if answer.done():  # the caller gave up
+                continue
+            exc = done.exception()
+            if exc is not None:
+                answer.set_exception(exc)
+            else:
+                answer.set_result(done.result())

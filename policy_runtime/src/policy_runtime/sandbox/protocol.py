@@ -68,20 +68,33 @@ def read_frame(fd: int) -> bytes | None:
 
 
 class FrameAssembler:
-    """Collects bytes as they arrive on a non-blocking reader and yields whole frames."""
+    """Collects bytes as they arrive on a reader and yields whole frames, in order."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._start = 0
 
-    def feed(self, data: bytes) -> bytes | None:
-        """Add data; the payload once a whole frame has arrived, else None."""
+    def add(self, data: bytes) -> None:
+        if self._start:
+            del self._buffer[:self._start]
+            self._start = 0
         self._buffer += data
-        if len(self._buffer) < _HEADER.size:
+
+    def next(self) -> bytes | None:
+        """The payload of the next whole frame, taken off the buffer; None until one is in."""
+        start = self._start
+        if len(self._buffer) - start < _HEADER.size:
             return None
-        (size,) = _HEADER.unpack_from(self._buffer)
+        (size,) = _HEADER.unpack_from(self._buffer, start)
         if size > MAX_FRAME_BYTES:
             raise FrameError(f"frame of {size} bytes exceeds the {MAX_FRAME_BYTES} byte limit")
-        end = _HEADER.size + size
+        end = start + _HEADER.size + size
         if len(self._buffer) < end:
             return None
-        return bytes(self._buffer[_HEADER.size:end])
+        self._start = end
+        return bytes(self._buffer[start + _HEADER.size:end])
+
+    def feed(self, data: bytes) -> bytes | None:
+        """Add data; the payload of the next whole frame once it has arrived, else None."""
+        self.add(data)
+        return self.next()

@@ -38,6 +38,8 @@ from policy_runtime.sandbox.modules import exposed_objects
 from policy_runtime.sandbox.output import safe_text
 
 CACHE_SIZE = 128
+# Errors after which the pool replaces the worker (the pool's _RECYCLE_AFTER).
+_REPLACED_AFTER = ("Timeout", "MemoryLimit")
 
 # Modules the allowed API imports lazily; importing them now keeps file access and
 # import machinery out of evaluations.
@@ -57,6 +59,9 @@ class Worker:
         self._memory = AddressSpace()
         self._cache: OrderedDict[str, PolicyContract] = OrderedDict()
         self._kept_context: Any = None  # the context an eval left, when it is kept
+        # Set by handle(): the last call left this worker to be replaced, so it runs no
+        # more calls of its batch (the pool runs them on the next worker).
+        self.stop = False
 
     def _policy(self, request: dict) -> PolicyContract | None:
         sha = request["sha"]
@@ -116,9 +121,14 @@ class Worker:
         recycle = self._retained_too_much() or isolation.tainted
         if recycle:
             answer["recycle"] = True
+        error = answer.get("error")
+        self.stop = recycle or (
+            isinstance(error, dict) and error.get("type") in _REPLACED_AFTER
+        )
         try:
             return _encode_answer(answer)
         except MemoryError:  # encoding a large result: the worker's own ceiling
+            self.stop = True
             answer = {
                 "ok": False,
                 "recycle": True,
@@ -227,10 +237,16 @@ def main(argv: list[str] | None = None) -> int:
             payload = protocol.read_frame(0)
             if payload is None:  # the parent closed the pipe or died
                 return 0
-            answer = worker.handle(protocol.decode(payload))
-            protocol.write_frame(out_fd, answer)
-            if isolation.tainted:  # the pool replaces this worker; serve no one else
-                return 0
+            request = protocol.decode(payload)
+            # A batch: the calls that waited for this worker, run in order and each
+            # answered in a frame of its own as soon as it has run.
+            requests = request["batch"] if "batch" in request else [request]
+            for item in requests:
+                protocol.write_frame(out_fd, worker.handle(item))
+                if isolation.tainted:  # the pool replaces this worker; serve no one else
+                    return 0
+                if worker.stop:  # the rest of the batch waits for the next worker
+                    break
     except BrokenPipeError:  # the parent went away while we answered: nothing to report
         return 0
 
