@@ -1,98 +1,378 @@
-"""playbooks/addons.yml: the add-on table rendered strictly valid, and applied idempotently."""
+"""playbooks/addons.yml: upstream's five add-ons rendered strictly valid and wired, applied to a
+real control plane, registered with the network once ready and deregistered on removal."""
 
 from __future__ import annotations
 
 import base64
+import json
+import re
+import secrets
+import signal
+import threading
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 from control_plane import ControlPlane
-from render_site import manifests, render_site
+from render_site import REPO, manifests, render_site
+from test_addon_registration import StandInRegistries, start_runtime
 from test_apply_mode import playbook, seed
-from test_render import (
-    KUBERNETES_VERSIONS,
-    assert_strictly_valid,
-)
-from test_render import (
-    test_every_container_is_hardened as assert_hardened,
-)
+from test_render import KUBERNETES_VERSIONS, assert_strictly_valid
+from test_render import test_every_container_is_hardened as assert_hardened
+from test_wiring import WIRING_KEYS
+from test_wiring import test_the_output_applies_in_order_with_nothing_missing as assert_complete
 
-# The add-ons as documented in roles/cluster_addons/README.md: (service, port, NodePort).
+PUBLIC = {"cluster_addons_public_address": "192.0.2.10", "aios_public_address": "198.51.100.1"}
+# Upstream's ports: (Service, port, NodePort) (k8s/installer/addons/*, the onboarding guide).
 ADDON_PORTS = {
-    ("container-registry", 5000, 31500), ("assets-registry", 9000, 31510),
-    ("assets-registry", 9001, None), ("inference-server", 8000, 31520),
-    ("inference-server", 8001, None), ("inference-server", 8002, None),
+    ("container-registry", 5000, 31280),
+    ("assets-registry", 4000, 31700),
+    ("assets-db", 27017, None),
+    ("assets-storage", 9000, None),
+    ("assets-storage", 9001, None),
+    ("policy-executor", 10250, 30900),
+    ("policy-executor-db", 27017, None),
+    ("split-runner-service", 5000, 31701),
+    ("inference-server", 50052, 31500),
+    ("inference-server", 20000, 31501),
+    ("inference-redis", 6379, 31300),
 }
+SECRETS = [
+    "assets-storage-credentials",
+    "inference-logs-db-credentials",
+    "policy-executor-db",
+    "policy-executor-token",
+]
+URL = re.compile(
+    r"(?P<name>[a-z0-9-]+)\.(?P<namespace>[a-z0-9-]+)\.svc\.cluster\.local:(?P<port>\d+)"
+)
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    directory = tmp_path_factory.mktemp("addons")
-    done = render_site(directory, playbook="addons.yml")
+def render(directory: Path, extra: dict | None = None) -> dict[str, dict]:
+    done = render_site(directory, {**PUBLIC, **(extra or {})}, playbook="addons.yml")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return {f"{m['kind']}/{m['metadata']['name']}": m for m in manifests(directory).values()}
 
 
+@pytest.fixture(scope="module")
+def output(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]]:
+    directory = tmp_path_factory.mktemp("addons")
+    return directory, render(directory)
+
+
+def env_of(rendered: dict[str, dict], name: str, container: int = 0) -> dict[str, object]:
+    spec = rendered[f"Deployment/{name}"]["spec"]["template"]["spec"]["containers"][container]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in spec.get("env", [])}
+
+
+def secret_ref(name: str, key: str) -> dict:
+    return {"secretKeyRef": {"name": name, "key": key}}
+
+
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_every_addon_manifest_is_strictly_valid(rendered: dict[str, dict], version: str) -> None:
-    assert_strictly_valid(rendered, version)
+def test_every_addon_manifest_is_strictly_valid(output, version: str) -> None:
+    assert_strictly_valid(output[1], version)
 
 
-def test_addons_table(rendered: dict[str, dict]) -> None:
+def test_the_five_addons_are_upstreams(output) -> None:
+    directory, rendered = output
+    deployments = [
+        "container-registry",
+        "assets-registry",
+        "assets-db",
+        "assets-storage",
+        "policy-executor",
+        "policy-executor-db",
+        "model-splitter",
+        "inference-server",
+        "inference-redis",
+    ]
+    claims = ["container-registry", "assets-db", "assets-storage", "policy-executor-db"]
     assert sorted(rendered) == sorted(
-        [f"{kind}/{name}" for name in ("container-registry", "assets-registry", "inference-server")
-         for kind in ("Deployment", "Service")]
-        + [f"PersistentVolumeClaim/{name}-data"
-           for name in ("container-registry", "assets-registry", "inference-server")]
-        + ["Namespace/aios-addons", "Secret/assets-registry-credentials"])
-    ports = {(m["metadata"]["name"], p["port"], p.get("nodePort"))
-             for m in rendered.values() if m["kind"] == "Service" for p in m["spec"]["ports"]}
+        [f"Deployment/{name}" for name in deployments]
+        + sorted({f"Service/{s}" for s, _, _ in ADDON_PORTS})
+        + [f"PersistentVolumeClaim/{name}-data" for name in claims]
+        + [f"Secret/{name}" for name in SECRETS]
+        + ["Namespace/aios-addons"]
+    )
+    ports = {
+        (m["metadata"]["name"], p["port"], p.get("nodePort"))
+        for m in rendered.values()
+        if m["kind"] == "Service"
+        for p in m["spec"]["ports"]
+    }
     assert ports == ADDON_PORTS
     assert_hardened({Path(k): m for k, m in rendered.items()})
-
-    triton = rendered["Deployment/inference-server"]["spec"]
-    pod = triton["template"]["spec"]
-    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert pod["volumes"] == [{"name": "data",
-                               "persistentVolumeClaim": {"claimName": "inference-server-data"}}]
-    assert pod["containers"][0]["volumeMounts"] == [{"name": "data", "mountPath": "/models"}]
-    assert pod["securityContext"]["fsGroup"] == 1000 and triton["strategy"] == {"type": "Recreate"}
-    assert rendered["PersistentVolumeClaim/assets-registry-data"]["spec"]["resources"] == {
-        "requests": {"storage": "100Gi"}}
-    minio = rendered["Deployment/assets-registry"]["spec"]["template"]["spec"]["containers"][0]
-    assert {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in minio["env"]} == {
-        "MINIO_ROOT_USER": "assets-registry-credentials",
-        "MINIO_ROOT_PASSWORD": "assets-registry-credentials"}
+    images = {
+        name: rendered[f"Deployment/{name}"]["spec"]["template"]["spec"]["containers"][0]["image"]
+        for name in deployments
+    }
+    assert images["container-registry"].startswith("docker.io/library/registry:2")
+    assert images["assets-registry"] == "docker.io/aiosv1/assets-registry:v1"
+    assert images["model-splitter"] == "docker.io/aiosv1/split-executor:v1"
+    assert images["inference-server"] == "docker.io/aiosv1/inference-server:v1"
+    assert images["policy-executor"].startswith("docker.io/aiosv1/aios-policy-runtime:")
+    assert not any("triton" in key for key in rendered)
+    # Every Secret, claim and selector a pod needs is in the output, Namespace first.
+    assert_complete({"cluster_addons": directory})
 
 
-def test_choosing_addons_and_a_given_password(tmp_path: Path) -> None:
-    done = render_site(tmp_path, {"cluster_addons_enabled": ["assets-registry"],
-                                  "cluster_addons_assets_password": "s3cret-pass"},
-                       playbook="addons.yml")
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert "s3cret-pass" not in done.stdout
-    kinds = sorted(f"{m['kind']}/{m['metadata']['name']}" for m in manifests(tmp_path).values())
-    assert kinds == ["Deployment/assets-registry", "Namespace/aios-addons",
-                     "PersistentVolumeClaim/assets-registry-data",
-                     "Secret/assets-registry-credentials", "Service/assets-registry"]
-    unknown = render_site(tmp_path, {"cluster_addons_enabled": ["jupyter"]}, playbook="addons.yml")
+def test_the_addons_are_wired_as_their_code_reads(output) -> None:
+    rendered = output[1]
+    assert env_of(rendered, "assets-registry") == {
+        "MONGO_URL": "mongodb://assets-db.aios-addons.svc.cluster.local:27017",
+        "AWS_ACCESS_KEY_ID": secret_ref("assets-storage-credentials", "access_key"),
+        "AWS_SECRET_ACCESS_KEY": secret_ref("assets-storage-credentials", "secret_key"),
+        "S3_ENDPOINT_URL": "http://assets-storage.aios-addons.svc.cluster.local:9000",
+        "AWS_REGION": "us-east-1",
+        "S3_BUCKET_NAME": "aios-assets",
+        "PUBLIC_URL": "http://192.0.2.10:31700",
+    }
+    assert env_of(rendered, "assets-storage") == {
+        "MINIO_ROOT_USER": secret_ref("assets-storage-credentials", "access_key"),
+        "MINIO_ROOT_PASSWORD": secret_ref("assets-storage-credentials", "secret_key"),
+    }
+    assert env_of(rendered, "policy-executor") == {
+        "AIOS_RUN_MODES": "policies",
+        "AIOS_HOST": "0.0.0.0",
+        "AIOS_PORT": "10250",
+        "AIOS_MONGO_URI": secret_ref("policy-executor-db", "uri"),
+        "AIOS_DB_NAME": "policies",
+        "AIOS_API_TOKEN": secret_ref("policy-executor-token", "token"),
+    }
+    assert env_of(rendered, "model-splitter") == {
+        "TASK_DB_STATUS_UPDATE_URL": "http://198.51.100.1:30108",
+        "MODEL_LAYERS_REGISTRY_URL": "http://198.51.100.1:30110",
+        "BLOCK_DB_URL": "http://198.51.100.1:30100",
+        "GLOBAL_TASKS_DB_URL": "http://198.51.100.1:30108",
+    }
+    assert env_of(rendered, "inference-server") == {
+        "ADHOC_INSTANCE_ID": "inference-server-1",
+        "INFERENCE_REDIS_HOST": "192.0.2.10",
+        "INFERENCE_REDIS_PORT": "31300",
+        "INCLUSTER_REDIS_HOST": "inference-redis.aios-addons.svc.cluster.local",
+        "IN_CLUSTER_REDIS_PORT": "6379",
+        "INFERENCE_REDIS_INTERNAL_URL": "inference-redis.aios-addons.svc.cluster.local",
+        "DISCOVERY_MODE": "gateway",
+        "BLOCKS_DB_URL": "http://198.51.100.1:30100",
+        "SEARCH_SERVER_API_URL": "http://198.51.100.1:30150",
+        "DB_PASSWORD": secret_ref("inference-logs-db-credentials", "password"),
+    }
+    # In-cluster URLs name rendered Services and their ports.
+    services = {
+        m["metadata"]["name"]: [p["port"] for p in m["spec"]["ports"]]
+        for m in rendered.values()
+        if m["kind"] == "Service"
+    }
+    found = [
+        (u["name"], int(u["port"]))
+        for m in rendered.values()
+        if m["kind"] == "Deployment"
+        for c in m["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        for u in URL.finditer(str(e.get("value", "")))
+    ]
+    assert sorted(found) == [("assets-db", 27017), ("assets-storage", 9000)]
+    assert all(port in services.get(name, []) for name, port in found)
+    assert 6379 in services["inference-redis"]
+    # The database URI and every credential are in Secrets, never in plain env.
+    assert (
+        "mongodb://policy-executor-db.aios-addons.svc.cluster.local:27017/?directConnection=true"
+        == (rendered["Secret/policy-executor-db"]["stringData"]["uri"])
+    )
+
+
+def test_the_wiring_table_covers_every_addon_container() -> None:
+    defaults = yaml.safe_load(
+        (REPO / "roles" / "cluster_addons" / "defaults" / "main.yml").read_text()
+    )
+    for row in defaults["cluster_addons_components"]:
+        containers = [row["name"]] + [s["name"] for s in row.get("sidecars", [])]
+        assert sorted(row.get("wiring", {})) == sorted(containers), row["name"]
+        for container, reads in row["wiring"].items():
+            for name, fact in reads.items():
+                where = f"{row['name']}/{container}: {name}"
+                assert set(fact) <= WIRING_KEYS, where
+                assert fact.get("meaning") and fact.get("file"), where
+                if fact["file"].startswith("policy_runtime/"):
+                    assert (REPO / fact["file"]).is_file(), where
+
+
+def test_storage_logging_triton_and_an_external_executor_db_are_settings(tmp_path: Path) -> None:
+    rendered = render(
+        tmp_path / "a",
+        {
+            "cluster_addons_enabled": [
+                "assets-registry",
+                "policy-executor",
+                "inference-server",
+                "triton",
+            ],
+            "cluster_addons_assets_storage": "external",
+            "cluster_addons_assets_s3_endpoint": "https://rgw.example:7480",
+            "cluster_addons_assets_access_key": "ceph-user-key",
+            "cluster_addons_assets_secret_key": "ceph-secret-key-value",
+            "cluster_addons_executor_mongo_uri": "mongodb://user:pw-in-secret@db.example:27017/",
+            "cluster_addons_inference_logging": True,
+            "cluster_addons_assets_db_size": "20Gi",
+        },
+    )
+    assert (
+        "Deployment/assets-storage" not in rendered
+        and "Deployment/policy-executor-db" not in rendered
+    )
+    assert env_of(rendered, "assets-registry")["S3_ENDPOINT_URL"] == "https://rgw.example:7480"
+    assert rendered["Secret/assets-storage-credentials"]["stringData"] == {
+        "access_key": "ceph-user-key",
+        "secret_key": "ceph-secret-key-value",
+    }
+    assert rendered["Secret/policy-executor-db"]["stringData"]["uri"].endswith("@db.example:27017/")
+    assert rendered["PersistentVolumeClaim/assets-db-data"]["spec"]["resources"] == {
+        "requests": {"storage": "20Gi"}
+    }
+    logging = env_of(rendered, "inference-server")
+    assert {k: logging[k] for k in ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")} == {
+        "DB_HOST": "inference-logs-db.aios-addons.svc.cluster.local",
+        "DB_PORT": "5432",
+        "DB_NAME": "logging",
+        "DB_USER": "aios",
+        "DB_PASSWORD": secret_ref("inference-logs-db-credentials", "password"),
+    }
+    assert env_of(rendered, "inference-logs-db")["POSTGRES_PASSWORD"] == secret_ref(
+        "inference-logs-db-credentials", "password"
+    )
+    triton = rendered["Deployment/triton-inference-server"]["spec"]["template"]["spec"]
+    assert triton["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    for version in KUBERNETES_VERSIONS:
+        assert_strictly_valid(rendered, version)
+
+    unknown = render_site(
+        tmp_path / "b", {**PUBLIC, "cluster_addons_enabled": ["jupyter"]}, playbook="addons.yml"
+    )
     assert unknown.returncode != 0 and "no row for: ['jupyter']" in unknown.stdout
+    no_endpoint = render_site(
+        tmp_path / "c",
+        {**PUBLIC, "cluster_addons_assets_storage": "external"},
+        playbook="addons.yml",
+    )
+    assert no_endpoint.returncode != 0 and "cluster_addons_assets_s3_endpoint" in no_endpoint.stdout
+    no_address = render_site(
+        tmp_path / "d", {"aios_public_address": "198.51.100.1"}, playbook="addons.yml"
+    )
+    assert no_address.returncode != 0 and "cluster_addons_public_address" in no_address.stdout
 
 
-def test_apply_generates_the_credentials_once(kube: ControlPlane) -> None:
-    """The fixture's nodes have no GPU, so the inference server (which asks for one) is left
-    out: on a real cluster it would stay Pending just the same."""
+# --- a live cluster ------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def network(tmp_path: Path) -> Iterator[dict]:
+    """Stand-ins of the network's registries and its real policies system."""
+    from policy_runtime.embedded_db import EmbeddedDatabase
+
+    StandInRegistries.documents = {}
+    StandInRegistries.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandInRegistries)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    database = EmbeddedDatabase(tmp_path / "db").start()
+    admin = secrets.token_urlsafe(16)
+    proc, url = start_runtime(
+        tmp_path,
+        "policies-system",
+        {
+            "AIOS_MONGO_URI": database.uri,
+            "AIOS_API_TOKEN": admin,
+            "AIOS_EXECUTOR_ALLOWED_HOSTS": "127.0.0.1",
+        },
+    )
+    registries = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield {"registries": registries, "policies": url, "admin": admin, "db": database.uri}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        database.stop()
+        server.shutdown()
+        server.server_close()
+
+
+def test_live_addons_are_registered_when_ready_and_deregistered_on_removal(
+    kube: ControlPlane, network: dict
+) -> None:
+    """The fixture's nodes run no containers (kwok), so the executor shares the policies
+    system's database (no token to hand over in its pod); the live install registers each
+    add-on once it is ready, a second run changes nothing, state=absent undoes both."""
     seed(kube, "nodes_good.yml")
-    chosen = {"cluster_addons_enabled": ["container-registry", "assets-registry"]}
-    first = playbook(kube, "addons.yml", **chosen)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
-    secret = kube.get("Secret", "assets-registry-credentials", "aios-addons")
-    data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
-    assert len(data["password"]) == 48 and data["user"] == "aios-assets"
-    assert data["password"] not in first.stdout
-    assert kube.get("Deployment", "assets-registry", "aios-addons") is not None
-    again = playbook(kube, "addons.yml", **chosen)
-    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
-    kept = kube.get("Secret", "assets-registry-credentials", "aios-addons")["data"]["password"]
-    assert base64.b64decode(kept).decode() == data["password"]
+    registries = network["registries"]
+    chosen = {
+        "cluster_addons_public_address": "127.0.0.1",
+        "aios_public_address": "198.51.100.1",
+        "cluster_addons_register": True,
+        "cluster_addons_cluster_id": "west-1",
+        # The container registry registers as the others do (test_addon_registration.py).
+        "cluster_addons_enabled": ["assets-registry", "policy-executor", "inference-server"],
+        "cluster_addons_executor_mongo_uri": network["db"],
+        "cluster_addons_policies_api_token": network["admin"],
+        "cluster_addons_network_urls": {
+            "blocks_db": "http://198.51.100.1:30100",
+            "tasks_db": "http://198.51.100.1:30108",
+            "layers_registry": "http://198.51.100.1:30110",
+            "search_server": "http://198.51.100.1:30150",
+            "policies_system": network["policies"],
+            "assets_registries": registries,
+            "inference_servers": registries,
+            "container_registries": registries,
+        },
+    }
+    extra = ["-e", json.dumps(chosen)]
+    first = playbook(kube, "addons.yml", *extra)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert network["admin"] not in first.stdout
+    for name in ("assets-registry", "policy-executor", "inference-server"):
+        ready = kube.get("Deployment", name, "aios-addons")["status"].get("readyReplicas")
+        assert ready == 1, name
+    secret = kube.get("Secret", "assets-storage-credentials", "aios-addons")
+    keys = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert len(keys["secret_key"]) == 48 and keys["secret_key"] not in first.stdout
+    documents = StandInRegistries.documents
+    assert sorted(documents) == [
+        ("asset_registry", "west-1-assets-registry"),
+        ("inference_server", "inference-server-1"),
+    ]
+    assert documents[("asset_registry", "west-1-assets-registry")] == {
+        "asset_registry_id": "west-1-assets-registry",
+        "asset_registry_name": "west-1 assets registry",
+        "asset_registry_metadata": {},
+        "asset_registry_tags": [],
+        "asset_registry_public_url": "http://127.0.0.1:31700",
+    }
+    assert documents[("inference_server", "inference-server-1")]["inference_server_public_url"] == (
+        "http://127.0.0.1:31500"
+    )
+    executors = httpx.get(
+        f"{network['policies']}/executors", headers={"Authorization": f"Bearer {network['admin']}"}
+    ).json()
+    assert [(e["id"], e["url"]) for e in executors] == [("executor-001", "http://127.0.0.1:30900")]
+
+    again = playbook(kube, "addons.yml", *extra)
+    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-4000:]
+    kept = kube.get("Secret", "assets-storage-credentials", "aios-addons")["data"]["secret_key"]
+    assert base64.b64decode(kept).decode() == keys["secret_key"]
+
+    removed = playbook(
+        kube, "addons.yml", "-e", json.dumps({**chosen, "cluster_addons_state": "absent"})
+    )
+    assert removed.returncode == 0, removed.stdout[-4000:]
+    assert StandInRegistries.documents == {}
+    assert (
+        httpx.get(
+            f"{network['policies']}/executors",
+            headers={"Authorization": f"Bearer {network['admin']}"},
+        ).json()
+        == []
+    )
+    assert kube.get("Deployment", "assets-registry", "aios-addons") is None
+    assert kube.get("PersistentVolumeClaim", "assets-db-data", "aios-addons") is not None
