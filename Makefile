@@ -13,6 +13,7 @@ STAMP := $(VENV)/.installed
 LOCAL_DIR := build/local
 
 .DEFAULT_GOAL := help
+.PHONY: monitoring-crds
 .PHONY: help venv collection-link control-plane run shell stop test lint sanity test-runtime test-plugin test-unit test-integration soak bench clean
 
 help: ## list the targets
@@ -52,6 +53,7 @@ lint: $(STAMP) collection-link ## ruff, hadolint, yamllint, ansible-lint (produc
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production
 	$(BIN)/python scripts/role_docs.py --check
 	$(BIN)/python scripts/sync_cluster_model.py --check
+	$(BIN)/python scripts/dashboards.py --check
 	$(BIN)/antsibull-changelog lint
 
 sanity: $(STAMP) ## ansible-test sanity on the built collection (no ignore file)
@@ -76,9 +78,19 @@ control-plane: ## build the tests' Kubernetes control plane from source (once, c
 test-integration: $(STAMP) collection-link control-plane ## render, `make run`, apply mode on a real control plane
 	$(BIN)/python -m pytest -p no:cacheprovider tests/integration
 
+# tests/integration/test_monitoring.py: the prometheus-operator's CRDs come from its Go module
+# (fetched here once into the module cache), promtool and prometheus from the Debian package
+# prometheus (.ci/run installs it; the tests that need them are skipped without).
+PROMETHEUS_OPERATOR_MODULE := github.com/prometheus-operator/prometheus-operator@v0.85.0
+monitoring-crds: ## fetch the prometheus-operator's Go module (its CRDs) for the monitoring tests
+	@command -v go >/dev/null || { echo "go is not installed: the monitoring CRD tests are skipped"; exit 0; }; \
+		cd "$${TMPDIR:-/tmp}" && GOFLAGS=-mod=mod go mod download $(PROMETHEUS_OPERATOR_MODULE)
+test-integration: monitoring-crds
+
 test: lint sanity test-unit test-runtime test-plugin test-integration ## the whole test suite
 
 bench: $(STAMP) collection-link ## print decision latency, HTTP throughput, render, registry query, onboarding, consolidation, write throughput, regex figures
+	$(BIN)/python -m pip install --quiet 'opa-eval>=0.1.1,<0.2'  # bench-only: Rego side-by-side
 	$(BIN)/python bench/decision_latency.py
 	$(BIN)/python bench/http_decisions.py
 	$(BIN)/python bench/render.py

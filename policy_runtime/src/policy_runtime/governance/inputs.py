@@ -72,20 +72,43 @@ _PASSED_THROUGH = (
 )
 
 
+def _upstream(*, node: bool) -> dict[str, Any]:
+    """The keys upstream AIOS's gateway gives its node pre-checks, beside ours. The
+    actions always give them, but they stay out of ``required``: a test case or a dry
+    check written with this runtime's keys alone is still the action's input."""
+    keys: dict[str, Any] = {}
+    if node:
+        keys["node_data"] = {**node_schema(), "description": "the same node as node "
+                             "(upstream AIOS's name for it)"}
+    keys["cluster_data"] = {**cluster_schema(), "description": "the same cluster as "
+                            "cluster (upstream AIOS's name for it)"}
+    keys["cluster_metrics"] = {
+        "type": ["object", "null"],
+        "description": "always null here: upstream fills it from its global cluster "
+                       "metrics database, which this runtime does not read (a policy "
+                       "reading it with .get works unchanged)"}
+    return keys
+
+
 @cache
 def _schemas() -> dict[str, dict[str, Any]]:
     schemas: dict[str, dict[str, Any]] = {
         "add_node": _object(
             "add_node (POST /cluster-actions/add-node): the new node and the cluster "
-            "before it is added. A policy may rewrite node in its result's input_data.",
-            {"cluster_id": _CLUSTER_ID, "node": node_schema(), "cluster": cluster_schema()},
+            "before it is added, each also under the key upstream AIOS's gateway gives it "
+            "(node_data, cluster_data), and cluster_metrics. A policy may rewrite the node "
+            "in its result's input_data, under node or node_data (or return the node "
+            "itself as input_data, as upstream's gateway reads it).",
+            {"cluster_id": _CLUSTER_ID, "node": node_schema(), "cluster": cluster_schema(),
+             **_upstream(node=True)},
             ["cluster_id", "node", "cluster"],
         ),
         "remove_node": _object(
             "remove_node (DELETE /cluster-actions/remove-node/{node_id}): the node's id and "
-            "the cluster before the node is removed.",
+            "the cluster before the node is removed, the cluster also under cluster_data "
+            "as upstream AIOS's gateway names it, and cluster_metrics.",
             {"cluster_id": _CLUSTER_ID, "node_id": {"type": "string"},
-             "cluster": cluster_schema()},
+             "cluster": cluster_schema(), **_upstream(node=False)},
             ["cluster_id", "node_id", "cluster"],
         ),
         "update_cluster": _object(

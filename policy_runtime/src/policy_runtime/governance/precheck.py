@@ -397,10 +397,13 @@ class PrecheckService:
             allowed, result_input, reason = False, input_data, problem
         else:
             uri = entry["policyRuleURI"]
-            run = self.execute(config, uri, input_data, entry["parameters"],
-                               cluster_id=cluster_id)
+            run = self.execute(config, uri, with_upstream_keys(action, input_data),
+                               entry["parameters"], cluster_id=cluster_id)
             if run.ok:
                 allowed, result_input, reason = _interpret(run.result, input_data)
+                if allowed and action == "add_node":
+                    allowed, result_input, reason = _node_rewrite(input_data, result_input,
+                                                                  reason)
             else:
                 allowed, result_input, reason = False, input_data, f"{run.error} (fail closed)"
             duration, keep_input, code_sha256 = run.duration_ms, run.keep_input, run.code_sha256
@@ -585,6 +588,63 @@ def _validating(change: Callable[[dict], dict]) -> Callable[[dict], dict]:
 
     return wrapped
 
+
+
+# The node actions' inputs as upstream's gateway builds them (its cluster_db and
+# membership_tools): the node under node_data, the cluster under cluster_data, and the
+# cluster's metrics from its global metrics database, which this runtime has no client
+# for: cluster_metrics is always null here (present, so that reading it never fails).
+_NODE_ACTIONS = ("add_node", "remove_node")
+_INPUT_KEYS = {"cluster_id", "node", "node_id", "cluster", "node_data", "cluster_data",
+               "cluster_metrics"}
+
+
+def with_upstream_keys(action: str, input_data: Any) -> Any:
+    """The input of add_node / remove_node with upstream's keys beside ours: node_data
+    (the same node as node), cluster_data (the same cluster as cluster) and
+    cluster_metrics (null). Keys the input already has are kept; other actions' inputs
+    are returned as they are."""
+    if action not in _NODE_ACTIONS or not isinstance(input_data, dict):
+        return input_data
+    extra: dict[str, Any] = {"cluster_metrics": None}
+    if action == "add_node" and "node" in input_data:
+        extra["node_data"] = input_data["node"]
+    if "cluster" in input_data:
+        extra["cluster_data"] = input_data["cluster"]
+    return {**extra, **input_data}
+
+
+def rewritten_node(node: Any, returned: Any) -> tuple[Any, str]:
+    """The node an allowed add_node adds, from the input_data its policy returned:
+    (node, "") or (None, why it is ambiguous).
+
+    A policy may rewrite the node under ``node`` (this runtime's key) or ``node_data``
+    (upstream's); the one that differs from the given node is the rewrite, and two
+    different rewrites are ambiguous. A returned input_data holding none of the input's
+    keys but an ``id`` is the node itself, as upstream's gateway reads it.
+    """
+    if not isinstance(returned, dict):
+        return node, ""
+    if "id" in returned and not _INPUT_KEYS & set(returned):
+        return returned, ""
+    rewrites = [returned[key] for key in ("node", "node_data")
+                if isinstance(returned.get(key), dict) and returned[key] != node]
+    if len(rewrites) == 2 and rewrites[0] != rewrites[1]:
+        return None, ("the policy's input_data rewrites the node differently under node "
+                      "and node_data; rewrite one of them (fail closed)")
+    return (rewrites[0] if rewrites else node), ""
+
+
+def _node_rewrite(input_data: Any, result_input: Any, reason: str) -> tuple[bool, Any, str]:
+    """An allowed add_node's result with the node it adds under node (and node_data)."""
+    if not isinstance(input_data, dict):
+        return True, result_input, reason
+    node, problem = rewritten_node(input_data.get("node"), result_input)
+    if problem:
+        return False, input_data, problem
+    base = result_input if isinstance(result_input, dict) and not (
+        "id" in result_input and not _INPUT_KEYS & set(result_input)) else input_data
+    return True, {**base, "node": node, "node_data": node}, reason
 
 
 def _interpret(result: Any, input_data: Any) -> tuple[bool, Any, str]:
