@@ -313,3 +313,23 @@ def test_a_failing_decision_through_the_service_stores_nothing(
         failed = api.post(f"/policies/{uri}/eval", json={"input_data": "fail", "cluster_id": "c"})
         assert failed.status_code == 422 and failed.json()["error"]["type"] == "PolicyError"
         assert api.post(f"/policies/{uri}/eval", json={"cluster_id": "c"}).json()["result"] == 2
+
+
+def test_module_state_never_crosses_clusters() -> None:
+    """A decision names its cluster to the worker: the policy's module state (not
+    persisted, see the README) is one per policy and cluster, like its context. One
+    worker, so that both decisions run in the same process."""
+    stash = policy(eval_body(
+        """
+        SEEN.append(input_data)
+        return list(SEEN)
+        """,
+        prelude="SEEN = []",
+    ))
+    with WorkerPool(1, max_memory_mb=512) as single:
+        evaluator = PolicyEvaluator(single, LimitsConfig(default_timeout_seconds=2.0))
+        assert evaluator.evaluate(stash, "west-secret", cluster_id="west").result == [
+            "west-secret"]
+        assert evaluator.evaluate(stash, "east", cluster_id="east").result == ["east"]
+        assert evaluator.evaluate(stash, "west-2", cluster_id="west").result == [
+            "west-secret", "west-2"], "the same worker kept the module of its own scope"

@@ -388,6 +388,8 @@ class PolicyEvaluator:
         started = time.perf_counter()
         try:
             call = self._eval_request(policy, input_data, parameters, settings, context)
+            if cluster_id:
+                call = dataclasses.replace(call, scope=cluster_id)
             if self._persists(policy):
                 return self._with_context(policy, call, cluster_id, started)
             return self._checked(policy, self.pool.call_answer(call), started)
@@ -416,6 +418,8 @@ class PolicyEvaluator:
                     _SCHEMA_THREADS, self._eval_request, policy, input_data, parameters,
                     settings, context,
                 )
+            if cluster_id:
+                call = dataclasses.replace(call, scope=cluster_id)
             if self._persists(policy):
                 return await self._with_context_async(policy, call, cluster_id, started)
             answer = await self.pool.acall_answer(call)

@@ -68,7 +68,7 @@ def add_log(level: str, logger: str, message: str) -> None:
         message = message[:MAX_LOG_MESSAGE_CHARS] + " [...]"
     capture.logs.append(
         {
-            "level": _encodable(level),
+            "level": _encodable(level[:MAX_LOGGER_NAME_CHARS]),
             "logger": _encodable(logger[:MAX_LOGGER_NAME_CHARS]),
             "message": _encodable(message),
         }

@@ -21,7 +21,7 @@ from policy_runtime.sandbox.builtins import POLICY_BUILTINS, PRINT_GUARD
 from policy_runtime.sandbox.compiler import POLICY_FILENAME, PolicyContract, check_contract
 from policy_runtime.sandbox.guards import GUARDS, GuardViolation, violations
 from policy_runtime.sandbox.isolation import check_shared_state, end_of_call
-from policy_runtime.sandbox.output import plain_result
+from policy_runtime.sandbox.output import plain_copy
 
 
 class CpuTimeExceeded(BaseException):
@@ -160,9 +160,9 @@ def evaluate_keeping_context(
     instance = result = kept = None
     try:
         instance = policy.policy_class(rule_id, settings, parameters)
-        result = plain_result(instance.eval(parameters, input_data, context))
+        result = plain_copy(instance.eval(parameters, input_data, context))
         if keep_context:
-            kept = plain_result(context, "context")
+            kept = plain_copy(context, "context")
     except BaseException as exc:
         error = _typed(exc)
     instance = None  # freed now, inside this call, with everything else it holds
@@ -193,4 +193,4 @@ def _management(
     policy_class: type, rule_id: str, settings: dict, parameters: dict, action: str, data: Any
 ) -> Any:
     # One call, so that the instance is freed inside it.
-    return plain_result(policy_class(rule_id, settings, parameters).management(action, data))
+    return plain_copy(policy_class(rule_id, settings, parameters).management(action, data))

@@ -96,12 +96,21 @@ def _emit(logger: str, level: int, msg: Any, args: tuple, exc_info: Any = None) 
     capture.add_log(_level_name(level), logger, message)
 
 
+def _own(target: Any) -> None:
+    """Refuse a method called unbound on something that is not a Logger: it would write
+    ``level`` or ``name`` onto that object (a function, a class) past the write guard, and
+    such objects are shared by every policy of the worker."""
+    if not isinstance(target, Logger):
+        raise TypeError(f"a Logger method called on {type(target).__name__}, not a Logger")
+
+
 class Logger:
     """A policy's logger: a name and a level, nothing else."""
 
     __slots__ = ("level", "name")
 
     def __init__(self, name: str, level: int = NOTSET) -> None:
+        _own(self)
         self.name = name
         self.level = level
 
@@ -109,6 +118,7 @@ class Logger:
         return f"<Logger {self.name} ({_level_name(self.level)})>"
 
     def setLevel(self, level: Any) -> None:
+        _own(self)
         self.level = _level_value(level)
 
     def getEffectiveLevel(self) -> int:

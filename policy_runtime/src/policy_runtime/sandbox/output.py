@@ -103,44 +103,16 @@ def _plain(value: Any, depth: int) -> Any:
     raise _NotJson(f"{type(value).__name__} is not JSON")
 
 
-# Floats count as plain here: json.dumps(allow_nan=False) refuses NaN and infinities when
-# the answer is encoded, and that is reported as InvalidOutput too.
-_EXACT_SCALARS = frozenset({str, int, float, bool, type(None)})
+def plain_copy(value: Any, name: str = "result") -> Any:
+    """``value`` as a fresh copy in exact JSON types; InvalidOutput naming the key path
+    to what is not JSON (e.g. ``result["details"][2]["when"]: datetime is not JSON``) or
+    when it is nested too deep; ``name`` is the path's root.
 
-
-def _exact(value: Any, depth: int) -> bool:
-    """True when ``value`` already is plain JSON (exact types, str keys, within the depth
-    limit): the common case, checked without copying anything."""
-    cls = type(value)
-    if cls in _EXACT_SCALARS:
-        return True
-    if depth >= MAX_RESULT_DEPTH:
-        return False
-    depth += 1
-    if cls is dict:
-        for key in value:
-            if type(key) is not str:
-                return False
-        items: Any = value.values()
-    elif cls is list or cls is tuple:
-        items = value
-    else:
-        return False
-    for item in items:
-        if type(item) not in _EXACT_SCALARS and not _exact(item, depth):
-            return False
-    return True
-
-
-def plain_result(value: Any, name: str = "result") -> Any:
-    """``value`` as exact JSON types; InvalidOutput if it is not JSON or nested too deep.
-
-    A value that already is plain JSON is returned as it is. The error names the key
-    path to what is not JSON, e.g. ``result["details"][2]["when"]: datetime is not
-    JSON``; ``name`` is the path's root.
+    What a call returns is always copied: a finalizer of the policy's that runs later in
+    the call (when its garbage is collected) can still change the objects the policy
+    returned, but never the copy that is encoded. The copy runs no policy code: it reads
+    containers through the base types' own methods.
     """
-    if _exact(value, 0):
-        return value
     try:
         return _plain(value, 0)
     except _NotJson as exc:

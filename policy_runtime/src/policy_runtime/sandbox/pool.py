@@ -127,6 +127,8 @@ class PolicyCall:
     timeout_seconds: float
     memory_mb: int
     rule_id: str = ""
+    # the cluster a decision is for: the policy's module state is kept per URI and scope
+    scope: str = ""
     settings: dict = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
     input_data: Any = None
@@ -386,6 +388,7 @@ class WorkerPool:
             "timeout": call.timeout_seconds,
             "memory_mb": call.memory_mb,
             "rule_id": call.rule_id,
+            "scope": call.scope,
             "settings": call.settings,
             "parameters": call.parameters,
             "input_data": call.input_data,

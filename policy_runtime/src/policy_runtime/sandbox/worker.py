@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import types
 from collections import OrderedDict
 from typing import Any
 
@@ -24,6 +25,7 @@ from policy_runtime.sandbox.compiler import PolicyContract, compile_policy
 from policy_runtime.sandbox.executor import (
     CpuTimeExceeded,
     evaluate_keeping_context,
+    finish_call,
     load_policy,
     manage,
 )
@@ -57,25 +59,41 @@ class Worker:
         self._baseline = baseline
         self._size = baseline  # the address space after the last call
         self._memory = AddressSpace()
-        self._cache: OrderedDict[str, PolicyContract] = OrderedDict()
+        self._code: OrderedDict[str, types.CodeType] = OrderedDict()  # by sha256
+        self._cache: OrderedDict[str, PolicyContract] = OrderedDict()  # by sha, URI, scope
         self._kept_context: Any = None  # the context an eval left, when it is kept
         # Set by handle(): the last call left this worker to be replaced, so it runs no
         # more calls of its batch (the pool runs them on the next worker).
         self.stop = False
 
     def _policy(self, request: dict) -> PolicyContract | None:
+        """The policy's module, executed once per policy URI and cluster (its scope).
+
+        Module-level state of a policy (a list it appends to) is never shared between two
+        URIs with the same code or two clusters of one URI: it could carry one cluster's
+        data into another's decision. The compiled code is shared by all.
+        """
         sha = request["sha"]
-        policy = self._cache.get(sha)
+        key = f"{sha}\x00{request.get('rule_id', '')}\x00{request.get('scope', '')}"
+        policy = self._cache.get(key)
         if policy is not None:
-            self._cache.move_to_end(sha)
+            self._cache.move_to_end(key)
             return policy
-        source = request.get("source")
-        if source is None:
-            return None
-        if hashlib.sha256(source.encode()).hexdigest() != sha:
-            raise InvalidPolicy("the policy code does not match its sha256")
-        policy = load_policy(compile_policy(source))
-        self._cache[sha] = policy
+        code = self._code.get(sha)
+        if code is None:
+            source = request.get("source")
+            if source is None:
+                return None
+            if hashlib.sha256(source.encode()).hexdigest() != sha:
+                raise InvalidPolicy("the policy code does not match its sha256")
+            code = compile_policy(source)
+            self._code[sha] = code
+            if len(self._code) > CACHE_SIZE:
+                self._code.popitem(last=False)
+        else:
+            self._code.move_to_end(sha)
+        policy = load_policy(code)
+        self._cache[key] = policy
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return policy
@@ -84,16 +102,18 @@ class Worker:
         op = request["op"]
         if op == "check":
             return {"management": policy.has_management}
+        # What the policy can reach is taken out of the request, so that it is garbage as
+        # soon as the call returns and is collected inside the call (see _answer).
         common = {
             "rule_id": request.get("rule_id", ""),
-            "settings": request.get("settings") or {},
-            "parameters": request.get("parameters") or {},
+            "settings": request.pop("settings", None) or {},
+            "parameters": request.pop("parameters", None) or {},
         }
         if op == "eval":
             result, context = evaluate_keeping_context(
                 policy,
-                input_data=request.get("input_data"),
-                context=request.get("context") or {},
+                input_data=request.pop("input_data", None),
+                context=request.pop("context", None) or {},
                 keep_context=bool(request.get("keep_context")),
                 **common,
             )
@@ -101,7 +121,8 @@ class Worker:
                 self._kept_context = context
             return result
         if op == "manage":
-            return manage(policy, action=request["action"], data=request.get("data"), **common)
+            data = request.pop("data", None)
+            return manage(policy, action=request["action"], data=data, **common)
         raise ValueError(f"unknown op {op!r}")
 
     def handle(self, request: dict) -> bytes:
@@ -147,12 +168,14 @@ class Worker:
                 policy = self._policy(request)
                 if policy is None:
                     return {"need_source": True}
-                result = self._run(request, policy)
-                return {
-                    "ok": True,
-                    "result": result,
-                    "worker_ms": (time.perf_counter() - started) * 1000,
-                }
+                answer = self._call(request, policy, started)
+                # What the policy left in its inputs (a generator with a finally block in a
+                # reference cycle, say) is garbage only now: collect it inside this call's
+                # limits and output, never in the next call's.
+                error = finish_call(None)
+                if error is not None and answer.get("ok"):
+                    return {"ok": False, "error": error.to_dict()}
+                return answer
         except PolicyRuntimeError as exc:
             return {"ok": False, "error": exc.to_dict()}
         except MemoryError:
@@ -162,6 +185,15 @@ class Worker:
                 "ok": False,
                 "error": {"type": "Timeout", "message": "CPU time limit reached"},
             }
+
+    def _call(self, request: dict, policy: PolicyContract, started: float) -> dict:
+        # The policy's error is answered here, so that its traceback (and the frames that
+        # hold the call's inputs) is gone before _answer collects what the call left.
+        try:
+            result = self._run(request, policy)
+        except PolicyRuntimeError as exc:
+            return {"ok": False, "error": exc.to_dict()}
+        return {"ok": True, "result": result, "worker_ms": (time.perf_counter() - started) * 1000}
 
     def _retained_too_much(self) -> bool:
         """Measure what stays allocated after the call; True above RETAINED_LIMIT_MB."""
