@@ -13,7 +13,7 @@ version_added: 0.1.0
 description:
   - Sets C(POLICY_EXECUTION_MODE) and C(POLICY_SYSTEM_EXECUTOR_ID) in the environment of the
     policy container of the Deployment C(<cluster_id>-controller), as the kubectl patch of
-    seeds/001 does, but merged with the container's other variables instead of replacing them.
+    upstream AIOS's onboarding does, but merged with the container's other variables instead of replacing them.
   - The container is chosen by name; when no container has that name the module falls back to
     the second container (index 1), the one the seed patches, and warns.
   - The patch is a JSON patch that first tests the container's name, so a Deployment changed
@@ -132,7 +132,7 @@ def pick_container(containers, name):
     names = ", ".join(c.get("name", "?") for c in containers)
     if len(containers) < 2:
         return None, None
-    return 1, ("no container named %s (containers: %s); patching container 1 (%s) as seeds/001 does"
+    return 1, ("no container named %s (containers: %s); patching container 1 (%s) as upstream AIOS's onboarding does"
                % (name, names, containers[1].get("name")))
 
 

@@ -11,7 +11,7 @@ module: precheck_policies
 short_description: Set a cluster's pre-check policy map
 version_added: 0.1.0
 description:
-  - Sets which policy governs each action of a cluster, with the semantics of seeds/001.
+  - Sets which policy governs each action of a cluster, with upstream AIOS's semantics.
     A given URI sets an action's policy, an empty string removes it, actions not given stay
     as they are. Returns the map and, in diff mode, what changed.
 options:
