@@ -397,13 +397,15 @@ class PrecheckService:
             allowed, result_input, reason = False, input_data, problem
         else:
             uri = entry["policyRuleURI"]
-            run = self.execute(config, uri, with_upstream_keys(action, input_data),
-                               entry["parameters"], cluster_id=cluster_id)
+            policy_input = with_upstream_keys(action, input_data)
+            run = self.execute(config, uri, policy_input, entry["parameters"],
+                               cluster_id=cluster_id)
             if run.ok:
                 allowed, result_input, reason = _interpret(run.result, input_data)
                 if allowed and action == "add_node":
                     allowed, result_input, reason = _node_rewrite(input_data, result_input,
                                                                   reason)
+                result_input = _without_added_keys(result_input, policy_input, input_data)
             else:
                 allowed, result_input, reason = False, input_data, f"{run.error} (fail closed)"
             duration, keep_input, code_sha256 = run.duration_ms, run.keep_input, run.code_sha256
@@ -633,6 +635,19 @@ def rewritten_node(node: Any, returned: Any) -> tuple[Any, str]:
         return None, ("the policy's input_data rewrites the node differently under node "
                       "and node_data; rewrite one of them (fail closed)")
     return (rewrites[0] if rewrites else node), ""
+
+
+def _without_added_keys(result_input: Any, policy_input: Any, input_data: Any) -> Any:
+    """The input_data a decision answers, without the upstream keys the runtime added for
+    the policy (a node rewrite under node_data is already under node): callers get back
+    the keys they sent."""
+    if not (isinstance(result_input, dict) and isinstance(policy_input, dict)
+            and isinstance(input_data, dict)):
+        return result_input
+    added = policy_input.keys() - input_data.keys()
+    if not added & result_input.keys():
+        return result_input
+    return {key: value for key, value in result_input.items() if key not in added}
 
 
 def _node_rewrite(input_data: Any, result_input: Any, reason: str) -> tuple[bool, Any, str]:
