@@ -90,6 +90,19 @@ class EmbeddedDatabase:
         self.stop()
 
 
+def _stop_queries_on_time() -> None:
+    """Check a query's time limit (maxTimeMS) at every document, not every 64th.
+
+    SecantusDB reads the clock once per 64 documents scanned. A filter that costs
+    milliseconds a document (a backtracking ``$regex`` over long values) then runs on
+    for 64 documents past its limit, and holds the server while the runtime has already
+    answered 504; one clock read a document costs nothing beside such a match.
+    """
+    from secantus import deadline
+
+    deadline.POLL_EVERY = 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", required=True, help="data directory")
@@ -104,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    _stop_queries_on_time()
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
