@@ -283,6 +283,13 @@ UNIQUE_ITEMS = [{"id": i, "name": f"n{i}"} for i in range(3000)]
 SLOW_SCHEMA = {"type": "array", "items": {"anyOf": [
     *({"type": "object", "required": [f"k{i}"]} for i in range(200)), {"type": "object"}]}}
 
+# The widest schema and value that are still validated on the event loop rather than in
+# a thread (evaluation.INLINE_VALIDATION_WORK): every object of the value is checked
+# against every property of the schema.
+WIDE_SCHEMA = {"type": "array", "items": {"type": "object", "properties": {
+    f"p{i}": {"type": "integer"} for i in range(50)}}}
+WIDE_VALUE = [{}] * 600 + [{"p1": "x"}]
+
 ATTACKS: list = [
     # 1. archives
     pytest.param(archive(tar_bomb(64 * MiB)), 422, "decompresses to more than",
@@ -310,6 +317,8 @@ ATTACKS: list = [
         id="catastrophic-patternProperties"),
     pytest.param(evaluation(SLOW_SCHEMA, [{"v": 1}] * 20000), 422, "took longer than",
                  id="schema-time-bound"),
+    pytest.param(evaluation(WIDE_SCHEMA, WIDE_VALUE), 422, "[600].p1: 'x' is not of type",
+                 id="inline-validation-widest"),
     pytest.param(schema_publish({"type": "string", "pattern": "^(a)\\1$"}), 422,
                  "linear time", id="pattern-backreference"),
     pytest.param(schema_publish({"type": "object", "patternProperties": {"^(?=x)": {}}}), 422,

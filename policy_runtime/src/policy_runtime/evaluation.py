@@ -9,6 +9,7 @@ import ast
 import asyncio
 import dataclasses
 import functools
+import json
 import random
 import time
 import weakref
@@ -206,6 +207,60 @@ def _has_schemas(policy: dict) -> bool:
     return any(policy.get(name) for name in schemas.SCHEMA_FIELDS)
 
 
+# Validation runs on the event loop itself, without a thread, when it is certainly short:
+# the policy's schemas are linear (schemas.is_linear) and the bytes of the value times the
+# bytes of the schemas stay under this bound. Linear validation visits each part of the
+# value against each keyword of the schema at most once, so the bound caps the work at a
+# few hundred thousand steps (milliseconds); handing small work to a thread and back
+# costs more than doing it.
+INLINE_VALIDATION_WORK = 1 << 22
+_SCHEMA_COSTS: dict[int, tuple[dict, tuple[int, int] | None]] = {}
+_SCHEMA_COSTS_KEPT = 512
+
+
+def _json_bytes(value: Any) -> int | None:
+    try:
+        return len(json.dumps(value))
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _schema_cost(policy: dict) -> tuple[int, int] | None:
+    """(bytes of the policy's schemas, bytes of its default settings and parameters), or
+    None when a schema is not linear; remembered per policy document (the service keeps
+    one object per cached policy, and the entry holds it, so its id stays its own)."""
+    entry = _SCHEMA_COSTS.get(id(policy))
+    if entry is not None and entry[0] is policy:
+        return entry[1]
+    cost = None
+    declared = [policy.get(name) for name in schemas.SCHEMA_FIELDS]
+    if all(schemas.is_linear(schema) for schema in declared):
+        schema_bytes = _json_bytes(declared)
+        default_bytes = _json_bytes(
+            [policy.get("policy_settings"), policy.get("policy_parameters")]
+        )
+        if schema_bytes is not None and default_bytes is not None:
+            cost = (schema_bytes, default_bytes)
+    if len(_SCHEMA_COSTS) >= _SCHEMA_COSTS_KEPT:
+        _SCHEMA_COSTS.clear()
+    _SCHEMA_COSTS[id(policy)] = (policy, cost)
+    return cost
+
+
+def _inline(policy: dict, size: int | None) -> bool:
+    """Whether validating a value of ``size`` bytes (None: unknown) for ``policy`` is
+    short enough for the event loop: no schema at all, or the bound above."""
+    if not _has_schemas(policy):
+        return True
+    if size is None:
+        return False
+    cost = _schema_cost(policy)
+    if cost is None:
+        return False
+    schema_bytes, default_bytes = cost
+    return (size + default_bytes) * schema_bytes <= INLINE_VALIDATION_WORK
+
+
 def _positive(settings: dict, key: str, default: float) -> float:
     value = settings.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -273,7 +328,7 @@ class PolicyEvaluator:
         )
 
     async def _checked_async(self, policy: dict, answer: CallAnswer, started: float) -> Outcome:
-        if not _has_schemas(policy):
+        if _inline(policy, answer.size):
             return self._checked(policy, answer, started)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
@@ -405,12 +460,15 @@ class PolicyEvaluator:
         settings: dict | None = None,
         context: dict | None = None,
         cluster_id: str | None = None,
+        request_bytes: int | None = None,
     ) -> Outcome:
         """evaluate() for an event loop (the HTTP service): schema validation, when the
-        policy declares schemas, runs in a worker thread rather than on the loop."""
+        policy declares schemas, runs in a worker thread rather than on the loop, unless
+        the request (``request_bytes``, the size of the body that carried the input,
+        parameters, settings and context) and the answer are small and the schemas linear."""
         started = time.perf_counter()
         try:
-            if not _has_schemas(policy):
+            if _inline(policy, request_bytes):
                 call = self._eval_request(policy, input_data, parameters, settings, context)
             else:
                 loop = asyncio.get_running_loop()

@@ -247,6 +247,92 @@ def _validator(schema_json: str) -> Any:
     return _BoundedValidator(to_json_schema(json.loads(schema_json)))
 
 
+# Validators by the identity of the schema object they were built for: a cached policy
+# is one object, so its decisions skip re-encoding its schemas. The entry holds the
+# schema, so its id cannot be reused by another object while it is remembered.
+_BY_IDENTITY: dict[int, tuple[dict, Any]] = {}
+_BY_IDENTITY_KEPT = 512
+
+
+def _validator_for(schema: dict) -> Any:
+    entry = _BY_IDENTITY.get(id(schema))
+    if entry is not None and entry[0] is schema:
+        return entry[1]
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    if len(_BY_IDENTITY) >= _BY_IDENTITY_KEPT:
+        _BY_IDENTITY.clear()
+    _BY_IDENTITY[id(schema)] = (schema, validator)
+    return validator
+
+
+# Keywords whose check costs time linear in the size of the value and of the schema,
+# without trying alternatives: no anyOf/oneOf/allOf/not/if (a value checked against
+# every branch, nested branches multiply), no $ref (a schema that refers to itself),
+# no patternProperties or contains (each property or item against each subschema).
+# ``pattern`` is matched by RE2, in linear time.
+_LINEAR_KEYWORDS = frozenset({
+    "$schema", "$id", "$comment", "title", "description", "default", "examples",
+    "deprecated", "readOnly", "writeOnly", "format",
+    "type", "properties", "items", "prefixItems", "required", "enum", "const",
+    "additionalProperties", "minLength", "maxLength", "minItems", "maxItems",
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    "minProperties", "maxProperties", "pattern", "uniqueItems",
+})
+# keywords whose value is a schema, or a map or list of schemas, to look into
+_SUBSCHEMA_MAPS = frozenset({"properties"})
+_SUBSCHEMAS = frozenset({"items", "additionalProperties"})
+# enum and const compare the value with each listed one: kept cheap when those are few
+# and scalar
+_MAX_LINEAR_ENUM = 64
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _cheap_constants(key: str, value: Any) -> bool:
+    if key == "const":
+        return isinstance(value, _SCALARS)
+    if key == "enum":
+        return (isinstance(value, list) and len(value) <= _MAX_LINEAR_ENUM
+                and all(isinstance(item, _SCALARS) for item in value))
+    return True
+
+
+def _linear(schema: Any) -> bool:
+    if isinstance(schema, bool):
+        return True
+    if not isinstance(schema, dict) or not _LINEAR_KEYWORDS.issuperset(schema):
+        return False
+    for key, value in schema.items():
+        if not _cheap_constants(key, value):
+            return False
+        if key in _SUBSCHEMA_MAPS:
+            if not isinstance(value, dict) or not all(_linear(v) for v in value.values()):
+                return False
+        elif key in _SUBSCHEMAS or key == "prefixItems":
+            items = value if key == "prefixItems" and isinstance(value, list) else [value]
+            if not all(_linear(item) for item in items):
+                return False
+    return True
+
+
+@functools.lru_cache(maxsize=512)
+def _linear_json(schema_json: str) -> bool:
+    try:
+        return _linear(to_json_schema(json.loads(schema_json)))
+    except RecursionError:
+        return False
+
+
+def is_linear(schema: dict | None) -> bool:
+    """Whether validating against ``schema`` takes time linear in the value's size, with
+    no alternatives tried: such a schema can be checked where waiting is not allowed."""
+    if not schema:
+        return True
+    try:
+        return _linear_json(json.dumps(schema, sort_keys=True))
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
 def validate(
     schema: dict | None,
     value: Any,
@@ -262,7 +348,7 @@ def validate(
     if not schema:
         return
     failure = InvalidOutput if output else InvalidInput
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    validator = _validator_for(schema)
     _deadline.at = time.monotonic() + timeout
     try:
         error = next(iter(validator.iter_errors(value)), None)

@@ -162,8 +162,11 @@ class PolicyService:
         return references
 
     # -- deciding ----------------------------------------------------------------------
-    async def evaluate(self, uri: str, request: EvalRequest) -> Outcome:
-        """One decision, from the event loop: the database is only asked on a cache miss."""
+    async def evaluate(
+        self, uri: str, request: EvalRequest, request_bytes: int | None = None
+    ) -> Outcome:
+        """One decision, from the event loop: the database is only asked on a cache miss.
+        ``request_bytes``, the size of the body the request came in, when known."""
         policy = self._cached(uri) or await asyncio.to_thread(self.get, uri)
         outcome = await self.evaluator.evaluate_async(
             policy,
@@ -172,6 +175,7 @@ class PolicyService:
             settings=request.settings,
             context=request.context,
             cluster_id=request.cluster_id,
+            request_bytes=request_bytes,
         )
         self.metrics.record_decision(
             "ok" if outcome.ok else outcome.error_type or "error", outcome.duration_ms / 1000

@@ -81,6 +81,7 @@ class _Worker:
     proc: subprocess.Popen
     known: set[str] = field(default_factory=set)
     frames: protocol.FrameAssembler = field(default_factory=protocol.FrameAssembler)
+    last_size: int = 0  # bytes of the last answer received
 
     @property
     def pid(self) -> int:
@@ -98,6 +99,7 @@ class _Worker:
         while True:
             payload = self.frames.next()
             if payload is not None:
+                self.last_size = len(payload)
                 return protocol.decode(payload)
             if deadline is not None:
                 remaining = deadline - time.monotonic()
@@ -151,6 +153,8 @@ class CallAnswer:
     result: Any
     output: dict = field(default_factory=dict)
     context: Any = None
+    # bytes of the worker's encoded answer (None: not known): a bound on the result's size
+    size: int | None = field(default=None, compare=False)
 
 
 def _output(answer: dict) -> dict:
@@ -469,7 +473,7 @@ class WorkerPool:
                 worker.known.add(job.call.sha256)
                 if len(worker.known) > _KNOWN_SHAS:
                     worker.known.clear()
-            retire = self._settle(job, answer)
+            retire = self._settle(job, answer, worker.last_size)
             if retire:  # the worker stopped the batch after this call
                 self._retire(worker, retire)
                 self._requeue(jobs[index + 1:])
@@ -493,13 +497,13 @@ class WorkerPool:
         return False
 
     @staticmethod
-    def _settle(job: _Job, answer: dict) -> str | None:
+    def _settle(job: _Job, answer: dict, size: int) -> str | None:
         """Complete the job from the worker's answer; the reason to retire the worker, if
         the call left state behind that the next caller must not meet."""
         retire = "recycle" if answer.get("recycle") else None
         if answer.get("ok") and "result" in answer:
             job.future.set_result(
-                CallAnswer(answer["result"], _output(answer), answer.get("context"))
+                CallAnswer(answer["result"], _output(answer), answer.get("context"), size)
             )
             return retire
         error = error_from_dict(answer.get("error") or {})

@@ -44,7 +44,9 @@ async def evaluate(uri: str, request: Request) -> JSONResponse:
         # A decision for a cluster reads and writes that cluster's persisted policy
         # context, so a cluster owner may name only their own clusters.
         principal.require_cluster_context(body.cluster_id)
-    outcome = await request.app.state.runtime.policies.evaluate(uri, body)
+    # read_body kept the body: its size bounds the values to validate
+    size = len(await request.body())
+    outcome = await request.app.state.runtime.policies.evaluate(uri, body, size)
     return JSONResponse(
         # what the policy printed or logged comes back only when there is some
         outcome.to_dict(with_output=bool(outcome.printed or outcome.logs)),
