@@ -34,7 +34,7 @@ def is_control_plane(node):
 
 
 def node_problems(nodes, control_planes=1, min_workers=3, min_memory_gb=8, min_disk_gb=40):
-    """Node counts and the capacity of each worker (GB = 10^9 bytes, as the seed counts)."""
+    """Node counts and the capacity of each worker (GB = 10^9 bytes, the unit the hardware requirements are stated in)."""
     problems = []
     masters = [n for n in nodes if is_control_plane(n)]
     workers = [n for n in nodes if not is_control_plane(n)]

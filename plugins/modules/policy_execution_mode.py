@@ -15,7 +15,7 @@ description:
     policy container of the Deployment C(<cluster_id>-controller), as the kubectl patch of
     upstream AIOS's onboarding does, but merged with the container's other variables instead of replacing them.
   - The container is chosen by name; when no container has that name the module falls back to
-    the second container (index 1), the one the seed patches, and warns.
+    the second container (index 1), the one upstream AIOS's onboarding patches, and warns.
   - The patch is a JSON patch that first tests the container's name, so a Deployment changed
     in between is refused instead of patched in the wrong place.
 options:
@@ -98,7 +98,7 @@ EXECUTOR_VARIABLE = "POLICY_SYSTEM_EXECUTOR_ID"
 
 
 def wanted_variables(mode, executor_id):
-    """The two variables of a mode; local clears the executor as the seed does."""
+    """The two variables of a mode; local clears the executor, as upstream AIOS's onboarding does."""
     return {MODE_VARIABLE: mode, EXECUTOR_VARIABLE: executor_id if mode == "remote" else ""}
 
 
@@ -125,7 +125,7 @@ def merge_env(env, variables):
 
 
 def pick_container(containers, name):
-    """(index, warning) of the container named ``name``, else of the seed's index 1."""
+    """(index, warning) of the container named ``name``, else of index 1 (upstream's policy container)."""
     for index, container in enumerate(containers):
         if container.get("name") == name:
             return index, None

@@ -1,8 +1,8 @@
 """Client of the service-provider DMS: post a job, read its status and logs, list peers.
 
-The seed names three endpoints (``POST /orchestrator/postJob``,
+NuNet's own interLink design names three endpoints (``POST /orchestrator/postJob``,
 ``GET /api/v1/job/status/{id}``, ``GET /api/v1/peers/dht/dump``); the paths for logs and
-cancelling are settings because the seed names none. Connection failures are retried
+cancelling are settings because it names none. Connection failures are retried
 with exponential backoff; a request that reached DMS is retried only if it is a read,
 so a job is never posted twice. Every failure becomes a DMSError with a message an
 operator can act on.

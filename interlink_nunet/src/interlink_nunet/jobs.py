@@ -22,7 +22,7 @@ from kubernetes.utils import parse_quantity
 from interlink_nunet.resources import GpuModel
 
 GENERIC_GPU = {"nvidia.com/gpu": "nvidia", "amd.com/gpu": "amd", "gpu.intel.com/i915": "intel"}
-LEGACY_GPU_PREFIX = "nunet.gpu."  # the seed's names, without a domain
+LEGACY_GPU_PREFIX = "nunet.gpu."  # NuNet's first resource names, without a domain
 # the cluster's CA, which Kubernetes projects with the service account token into every pod
 SERVICE_ACCOUNT_CA = "kube-root-ca.crt"
 

@@ -2,7 +2,7 @@
 
 What interLink sends, in the forms this accepts:
 - ``/create``: one ``{"pod": <Pod>, "container": [{"configMaps": [...], ...}]}`` (interLink
-  0.5 and later), a list of those (earlier releases), or a list of plain pods (the seed);
+  0.5 and later), a list of those (earlier releases), or a list of plain pods (the first plugin protocol);
   the answer is ``{"PodUID", "PodJID"}`` for one, a list of them for a list.
 - ``/delete``: the pod. ``/status``: a list of pods; an empty list is interLink's ping and is
   answered with the node's resources. ``/getLogs``: ``{"Namespace", "PodUID", "PodName",
@@ -49,7 +49,7 @@ def _creation_requests(body: Any) -> tuple[list[tuple[dict, list[dict]]], bool]:
             for container in item.get("container") or []:
                 config_maps += container.get("configMaps") or []
             requests.append((item["pod"], config_maps))
-        else:  # a plain pod (the seed)
+        else:  # a plain pod (the first plugin protocol)
             requests.append((item, []))
     return requests, single
 

@@ -3,7 +3,7 @@
 From DMS's peers dump (``GET /api/v1/peers/dht/dump``) count GPUs by vendor, model and
 VRAM, and sum CPU cores, CPU MHz and RAM. ``capacity`` counts every selected peer,
 ``allocatable`` only those DMS reports available. ``gpu_only`` selects the peers with GPUs,
-for a virtual node that offers GPU compute only (the seed's worked example does this).
+for a virtual node that offers GPU compute only.
 """
 
 from __future__ import annotations
