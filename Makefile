@@ -3,6 +3,7 @@
 #   make run    the main job on the embedded local default
 #   make test   the whole test suite (what CI runs)
 #   make bench  every benchmark, printing measured figures
+#   make docs   the documentation site, into build/docs/
 # `run` and `test` create .venv first when it is missing.
 
 SHELL := /bin/bash
@@ -15,6 +16,7 @@ LOCAL_DIR := build/local
 .DEFAULT_GOAL := help
 .PHONY: monitoring-crds
 .PHONY: help venv collection-link control-plane run shell stop test lint sanity test-runtime test-plugin test-unit test-integration soak bench clean
+.PHONY: docs docs-check image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -87,7 +89,33 @@ monitoring-crds: ## fetch the prometheus-operator's Go module (its CRDs) for the
 		cd "$${TMPDIR:-/tmp}" && GOFLAGS=-mod=mod go mod download $(PROMETHEUS_OPERATOR_MODULE)
 test-integration: monitoring-crds
 
-test: lint sanity test-unit test-runtime test-plugin test-integration ## the whole test suite
+# The site is built by scripts/build_docs.py: docs/ plus the reference generated from the
+# collection (antsibull-docs) and from the apps' OpenAPI documents; the diagram needs `dot`
+# (Debian package graphviz, which .ci/run installs).
+docs: $(STAMP) ## build the documentation site into build/docs/
+	$(BIN)/python scripts/build_docs.py
+
+docs-check: $(STAMP) ## build the site with warnings as errors, check every internal link
+	@command -v dot >/dev/null || { echo "docs-check: the architecture diagram needs Graphviz's dot: apt-get install graphviz"; exit 1; }
+	$(BIN)/python scripts/build_docs.py --check
+
+test: lint sanity docs-check test-unit test-runtime test-plugin test-integration ## the whole test suite
+
+# The images of the policy runtime and the NuNet plugin, tagged as the collection's defaults
+# (aios_runtime_image, interlink_plugin_image) unless IMAGE_REGISTRY or IMAGE_TAG say otherwise.
+IMAGE_REGISTRY ?= docker.io/aiosv1
+IMAGE_TAG ?= $(shell sed -n 's/^version: *//p' galaxy.yml)
+CONTAINER_ENGINE ?= $(shell command -v docker || command -v podman)
+image: ## build the runtime and NuNet plugin images with docker or podman (IMAGE_REGISTRY, IMAGE_TAG)
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image: neither docker nor podman is installed; install one of them (or set CONTAINER_ENGINE) to build the images"; exit 1; }
+	@$(CONTAINER_ENGINE) info >/dev/null 2>&1 || { echo "make image: $(CONTAINER_ENGINE) cannot build here: \`$(notdir $(CONTAINER_ENGINE)) info\` fails (is its daemon running?)"; exit 1; }
+	$(CONTAINER_ENGINE) build -f policy_runtime/Dockerfile -t $(IMAGE_REGISTRY)/aios-policy-runtime:$(IMAGE_TAG) \
+		--build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+		--build-arg BUILD_DATE=$$(date -u +%FT%TZ) policy_runtime
+	$(CONTAINER_ENGINE) build -f interlink_nunet/Dockerfile -t $(IMAGE_REGISTRY)/aios-interlink-nunet:$(IMAGE_TAG) \
+		--build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+		--build-arg BUILD_DATE=$$(date -u +%FT%TZ) interlink_nunet
+	@echo "built $(IMAGE_REGISTRY)/aios-policy-runtime:$(IMAGE_TAG) and $(IMAGE_REGISTRY)/aios-interlink-nunet:$(IMAGE_TAG); push them with $(notdir $(CONTAINER_ENGINE)) push"
 
 bench: $(STAMP) collection-link ## print decision latency, HTTP throughput, render, registry query, onboarding, consolidation, write throughput, regex figures
 	$(BIN)/python -m pip install --quiet 'opa-eval>=0.1.1,<0.2'  # bench-only: Rego side-by-side

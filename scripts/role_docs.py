@@ -59,7 +59,9 @@ def argument_specs(role: str, summary: str, values: dict, descriptions: dict) ->
         if isinstance(value, list):
             option["elements"] = _TYPES.get(type(value[0]), "raw") if value else "raw"
         options[name] = option
-    return {"argument_specs": {"main": {"short_description": summary, "options": options}}}
+    # description: what ansible-doc and the docs site show as the entry point's text
+    return {"argument_specs": {"main": {"short_description": summary, "description": [summary],
+                                        "options": options}}}
 
 
 def readme(role_dir: Path, summary: str, values: dict, descriptions: dict) -> str:
