@@ -138,16 +138,18 @@ class PolicyService:
     def delete(self, uri: str, *, force: bool = False) -> list[dict[str, str]]:
         """Delete (tombstone) a policy; the clusters that ran it are returned.
 
-        A policy that clusters' maps or stability checkers reference is refused
-        (PolicyReferenced, naming them) unless ``force``; a forced deletion is recorded in
-        the decision log of each of those clusters and actions.
+        A policy that clusters' maps or stability checkers reference, or that is a node of
+        a stored graph, is refused (PolicyReferenced, naming them) unless ``force``; a
+        forced deletion is recorded in the decision log of each of those clusters and
+        actions.
         """
         existing = self.store.get(uri)
         if existing is None:
             raise PolicyNotFound(f"no policy is published as {uri!r}")
         references = self.store.references(uri)
-        if references and not force:
-            raise PolicyReferenced(uri, references)
+        graphs = self.store.graph_references(uri)
+        if (references or graphs) and not force:
+            raise PolicyReferenced(uri, references, graphs)
         with self._lock:
             self._cache.pop(uri, None)
         if not self.store.delete(uri, force=force, references=references):

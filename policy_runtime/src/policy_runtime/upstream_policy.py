@@ -29,7 +29,8 @@ from pydantic import ValidationError
 
 from policy_runtime import package
 from policy_runtime.archive_fetch import FetchedArchive
-from policy_runtime.clusters.operators import check_document
+from policy_runtime.clusters.operators import check_document, check_filter
+from policy_runtime.clusters.query_limits import InvalidQuery
 from policy_runtime.models import MAX_DOCUMENT_DEPTH, PolicyCreate, json_depth, policy_rule_uri
 from policy_runtime.schemas import SCHEMA_FIELDS
 from policy_runtime.service import BadPolicyRequest
@@ -223,6 +224,16 @@ def _without_free_ends(pattern: str) -> str:
             break
         pattern = body
     return pattern
+
+
+def checked_filter(body: Any) -> dict[str, Any]:
+    """A client's filter as it is run: regexes simplified as below, then through the
+    operator allow-list (OperatorError or RegexRefused naming what it refuses)."""
+    if not isinstance(body, dict):
+        raise InvalidQuery("filter: the body must be a JSON object, a MongoDB filter")
+    filter_ = simplify_regexes(body)
+    check_filter(filter_)
+    return filter_
 
 
 def simplify_regexes(filter_: Any, depth: int = 0) -> Any:

@@ -19,6 +19,8 @@ from policy_runtime.api.routes import (
     compat,
     controller,
     executors,
+    functions,
+    graphs,
     parser,
     policies,
     system,
@@ -33,7 +35,9 @@ from policy_runtime.governance import inputs
 from policy_runtime.state import Runtime, _ensure_indexes
 
 ROUTERS_BY_MODE = {
-    RunMode.POLICIES: (policies.router, compat.router, executors.router),
+    RunMode.POLICIES: (
+        policies.router, compat.router, executors.router, graphs.router, functions.router
+    ),
     RunMode.CLUSTERS: (clusters.router,),
     RunMode.CONTROLLER: (controller.router, parser.router),
 }

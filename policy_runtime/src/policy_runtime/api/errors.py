@@ -10,12 +10,8 @@ from pymongo.errors import ExecutionTimeout, OperationFailure, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from policy_runtime.clusters.operators import OperatorError, RegexRefused
-from policy_runtime.clusters.store import (
-    ClusterConflict,
-    ClusterNotFound,
-    InvalidCluster,
-    QueryTimeout,
-)
+from policy_runtime.clusters.query_limits import QueryTimeout
+from policy_runtime.clusters.store import ClusterConflict, ClusterNotFound, InvalidCluster
 from policy_runtime.errors import PolicyRuntimeError, Timeout
 from policy_runtime.executors.client import RemoteExecutionError
 from policy_runtime.executors.registry import (

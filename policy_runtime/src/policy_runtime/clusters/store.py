@@ -23,11 +23,10 @@ import zlib
 from collections.abc import Callable
 
 import bson
-import pymongo
 from pydantic import ValidationError
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, ExecutionTimeout, NetworkTimeout, OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from policy_runtime.clusters.document import ClusterDocument
 from policy_runtime.clusters.operators import (
@@ -36,6 +35,7 @@ from policy_runtime.clusters.operators import (
     check_filter,
     check_update,
 )
+from policy_runtime.clusters.query_limits import bounded
 from policy_runtime.governance.actions import refuse_governance_changes
 
 COLLECTION = "clusters"
@@ -62,14 +62,6 @@ class ClusterNotFound(LookupError):
 
 class ClusterConflict(Exception):
     """A cluster with this id exists already, or it kept changing under an update."""
-
-
-class QueryTimeout(Exception):
-    """A client's query ran past its server-side time limit and was stopped."""
-
-
-class InvalidQuery(OperatorError):
-    """The database refused a client's query."""
 
 
 class InvalidCluster(ValueError):
@@ -203,18 +195,7 @@ class ClusterStore:
         spec = _sort_spec(sort)
         if spec:
             cursor = cursor.sort(spec)
-        # The time limit goes to the server as maxTimeMS: it stops the query there too.
-        try:
-            with pymongo.timeout(self.query_timeout_seconds):
-                return list(cursor)
-        except (ExecutionTimeout, NetworkTimeout):
-            raise QueryTimeout(
-                f"the query ran longer than its limit of {self.query_timeout_seconds:g} s and "
-                "was stopped; narrow the filter"
-            ) from None
-        except OperationFailure as exc:
-            reason = (exc.details or {}).get("errmsg") or str(exc)
-            raise InvalidQuery(f"filter: the database refused the query: {reason}") from None
+        return bounded(self.query_timeout_seconds, lambda: list(cursor))
 
     def update(self, cluster_id: str, update: dict) -> dict:
         """Apply a MongoDB update document; the result must still be a valid cluster.

@@ -22,6 +22,7 @@ from policy_runtime.governance.actions import ACTIONS, names_of
 
 COLLECTION = "policies"
 CLUSTERS = "clusters"
+GRAPHS = "graphs"  # graphs/store.py: upstream graphs whose nodes are policies
 _SUMMARY = {"_id": 0, "code": 0}
 _FULL = {"_id": 0}
 # Published and not deleted: tombstones keep their URI but are no policy.
@@ -33,17 +34,24 @@ class PolicyConflict(Exception):
 
 
 class PolicyReferenced(PolicyConflict):
-    """The policy is what clusters' pre-check maps or stability checkers run."""
+    """The policy is what clusters' pre-check maps or stability checkers run, or a node of
+    stored graphs."""
 
-    def __init__(self, uri: str, references: list[dict[str, str]]) -> None:
-        where = ", ".join(f"{r['cluster_id']}: {r['action']}" for r in references[:20])
-        more = f" and {len(references) - 20} more" if len(references) > 20 else ""
+    def __init__(
+        self, uri: str, references: list[dict[str, str]], graphs: list[str] | None = None
+    ) -> None:
+        uses = [f"{r['cluster_id']}: {r['action']}" for r in references]
+        uses += [f"graph {graph}" for graph in graphs or []]
+        where = ", ".join(uses[:20])
+        more = f" and {len(uses) - 20} more" if len(uses) > 20 else ""
         super().__init__(
-            f"{uri} is in use ({where}{more}); map those actions to another policy first, "
-            "or delete with ?force=true (recorded in the decision log; the actions then "
-            "deny, as their policy is no longer published)"
+            f"{uri} is in use ({where}{more}); map those actions and graph nodes to another "
+            "policy first, or delete with ?force=true (recorded in the decision log; the "
+            "actions then deny and the graphs fail at that node, as their policy is no "
+            "longer published)"
         )
         self.references = references
+        self.graphs = graphs or []
 
 
 class PolicyStore:
@@ -164,6 +172,12 @@ class PolicyStore:
             if isinstance(checker, dict) and checker.get("policyRuleURI") == uri:
                 found.append({"cluster_id": cluster["id"], "action": "stability_checker"})
         return found
+
+    def graph_references(self, uri: str) -> list[str]:
+        """The URIs of the stored graphs that have ``uri`` as a node (at most 21: enough to
+        name them in a refusal)."""
+        found = self.db[GRAPHS].find({"graph_function_ids": uri}, {"_id": 0, "graph_uri": 1})
+        return [graph["graph_uri"] for graph in found.sort("graph_uri", ASCENDING).limit(21)]
 
     def delete(self, uri: str, *, force: bool = False,
                references: list[dict[str, str]] | None = None) -> bool:

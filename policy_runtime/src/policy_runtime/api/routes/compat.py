@@ -12,11 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import pymongo
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pymongo.errors import ExecutionTimeout, NetworkTimeout, OperationFailure
 
 from policy_runtime import package
 from policy_runtime.api.deps import policy_service
@@ -25,16 +23,15 @@ from policy_runtime.api.guard import GuardedRoute, caller, requires
 from policy_runtime.api.routes.policies import eval_status
 from policy_runtime.archive_fetch import FetchedArchive, fetch_archive
 from policy_runtime.auth.permissions import Permission
-from policy_runtime.clusters.operators import check_filter
-from policy_runtime.clusters.store import InvalidQuery, QueryTimeout
+from policy_runtime.clusters.query_limits import bounded
 from policy_runtime.models import EvalRequest, ExecutePolicyRequest
 from policy_runtime.service import PolicyNotFound, PolicyService
 from policy_runtime.upstream_policy import (
     UpstreamRecord,
+    checked_filter,
     parse,
     plan_update,
     record_view,
-    simplify_regexes,
 )
 
 router = APIRouter(tags=["upstream compatibility"], route_class=GuardedRoute)
@@ -183,20 +180,8 @@ async def query_policies(
     seconds = request.app.state.runtime.settings.query_timeout_seconds
 
     def query() -> list[dict]:
-        filter_ = simplify_regexes(body)
-        check_filter(filter_)
-        # The time limit goes to the server as maxTimeMS: it stops the query there too.
-        try:
-            with pymongo.timeout(seconds):
-                found = service.store.query(filter_, skip=skip, limit=limit)
-        except (ExecutionTimeout, NetworkTimeout):
-            raise QueryTimeout(
-                f"the query ran longer than its limit of {seconds:g} s and was stopped; "
-                "narrow the filter"
-            ) from None
-        except OperationFailure as exc:
-            reason = (exc.details or {}).get("errmsg") or str(exc)
-            raise InvalidQuery(f"filter: the database refused the query: {reason}") from None
+        filter_ = checked_filter(body)
+        found = bounded(seconds, lambda: service.store.query(filter_, skip=skip, limit=limit))
         return [record_view(document) for document in found]
 
     return await _envelope(query)
