@@ -22,6 +22,7 @@ from test_api import _served
 
 from policy_runtime.api.app import create_app
 from policy_runtime.api.guard import route_permission
+from policy_runtime.api.routes.functions import REFUSED_ROUTES
 from policy_runtime.api.routes.system import PUBLIC_PATHS
 from policy_runtime.auth.permissions import ROLE_PERMISSIONS, Permission, Role
 from policy_runtime.config import Settings
@@ -158,6 +159,25 @@ def _q(cid: str) -> dict:
     return {"cluster_id": cid}
 
 
+def _graph_body(ctx: Ctx, cid: str, x: dict) -> dict:
+    return {"graph_name": x["name"], "graph_version": "v0.0.1", "graph_release_tag": "stable",
+            "graph_function_ids": [ctx.uri], "graph_connection_data": {}}
+
+
+def _stored_graph(ctx: Ctx, cid: str) -> dict:
+    # Named under the owner's prefix (own side) or outside it (foreign side).
+    x = _policy_name(ctx, cid)
+    response = ctx.admin.post("/graphs", json=_graph_body(ctx, cid, x))
+    assert response.status_code == 200, response.text
+    return {**x, "graph_uri": response.json()["data"]["graph_uri"]}
+
+
+def _refused_route(permission: Permission, path: str, method: str) -> Case:
+    """An upstream route this runtime answers with 501 (api/routes/functions.py)."""
+    url = "x".join(part.split("}")[-1] for part in path.split("{"))  # {param} -> x
+    return Case(permission, "", lambda c, cid, x: (url, None, {}), ok=501)
+
+
 DOCS = Case(P.DOCS_READ, "", lambda c, cid, x: ("", None, None))
 ROUTES: dict[tuple[str, str], Case] = {
     ("GET", "/openapi.json"): DOCS,
@@ -204,6 +224,9 @@ ROUTES: dict[tuple[str, str], Case] = {
             "/executors", None, {"id": c.fresh("ex"), "url": "http://127.0.0.1:9"}), ok=201),
     ("GET", "/executors"): Case(
         P.EXECUTORS_READ, "", lambda c, cid, x: ("/executors", None, None)),
+    ("GET", "/executors/{executor_id}"): Case(
+        P.EXECUTORS_READ, "", lambda c, cid, x: (f"/executors/{x['id']}", None, None),
+        _fresh_executor),
     ("DELETE", "/executors/{executor_id}"): Case(
         P.EXECUTORS_MANAGE, "", lambda c, cid, x: (f"/executors/{x['id']}", None, None),
         _fresh_executor, ok=204),
@@ -311,6 +334,33 @@ ROUTES: dict[tuple[str, str], Case] = {
         _checked),
     ("POST", "/mgmt"): Case(
         P.MGMT_WRITE, "cluster", lambda c, cid, x: ("/mgmt", _q(cid), _set_policy(c))),
+    # upstream graphs and functions (test_upstream_graph_contract.py)
+    ("POST", "/graphs"): Case(
+        P.POLICIES_PUBLISH, "prefix", lambda c, cid, x: ("/graphs", None, _graph_body(c, cid, x)),
+        _policy_name),
+    ("GET", "/graphs/{graph_uri}"): Case(
+        P.POLICIES_READ, "", lambda c, cid, x: (f"/graphs/{x['graph_uri']}", None, None),
+        _stored_graph),
+    ("PUT", "/graphs/{graph_uri}"): Case(
+        P.POLICIES_PUBLISH, "prefix",
+        lambda c, cid, x: (f"/graphs/{x['graph_uri']}", None,
+                           {**_graph_body(c, cid, x), "graph_description": "updated"}),
+        _stored_graph),
+    ("DELETE", "/graphs/{graph_uri}"): Case(
+        P.POLICIES_DELETE, "", lambda c, cid, x: (f"/graphs/{x['graph_uri']}", None, None),
+        _stored_graph),
+    ("POST", "/graphs/query"): Case(
+        P.POLICIES_READ, "", lambda c, cid, x: ("/graphs/query", None, {"graph_name": "x"})),
+    ("POST", "/graph/execute_graph"): Case(
+        P.POLICIES_EVAL, "", lambda c, cid, x: ("/graph/execute_graph", None,
+                                                {"graph_uri": x["graph_uri"], "input_data": {}}),
+        _stored_graph),
+    ("GET", "/function/{function_id}"): Case(
+        P.POLICIES_READ, "", lambda c, cid, x: ("/function/fn", None, None), ok=404),
+    ("POST", "/function/query"): Case(
+        P.POLICIES_READ, "", lambda c, cid, x: ("/function/query", None, {"function_id": "x"})),
+    **{(method, path): _refused_route(permission, path, method)
+       for method, path, permission, *_ in REFUSED_ROUTES},
     # tokens (admin)
     ("POST", "/tokens"): Case(
         P.TOKENS_MANAGE, "", lambda c, cid, x: ("/tokens", None,
@@ -381,11 +431,17 @@ def test_the_role_table_matches_the_issue() -> None:
     assert by_role["admin"] == set(ROUTES)
     assert by_role["operator"] == {k for k, c in ROUTES.items() if c.permission != P.TOKENS_MANAGE}
     assert {p for _, p in by_role["executor"]} == {
-        "/policies/{uri}/eval", "/execute_policy", "/executor/{executor_id}/execute_policy"}
-    # reader: GET only, and the POSTs that only read (a query's filter body).
+        "/policies/{uri}/eval", "/execute_policy", "/executor/{executor_id}/execute_policy",
+        "/graph/execute_graph", "/function/call_function/{name}"}
+    # reader: GET only (but upstream's two GETs that deploy and remove graphs), and the
+    # POSTs that only read (a query's filter body, an estimate).
+    writing_gets = {("GET", "/graph/deploy-adhoc-graph/{executor_id}"),
+                    ("GET", "/graph/remove/{executor_id}")}
     assert by_role["reader"] == {k for k in ROUTES if k[0] == "GET" and
-                                 ROUTES[k].permission != P.TOKENS_MANAGE} | {
-        ("POST", "/clusters/query"), ("POST", "/policy/query")}
+                                 ROUTES[k].permission != P.TOKENS_MANAGE} - writing_gets | {
+        ("POST", "/clusters/query"), ("POST", "/policy/query"), ("POST", "/graphs/query"),
+        ("POST", "/function/query"), ("POST", "/jobs/query"),
+        ("POST", "/executor/{executor_id}/estimator/estimate")}
     owner = by_role["cluster-owner"]
     assert not any(p.startswith(("/executor", "/tokens", "/audit", "/metrics")) for _, p in owner)
     assert ("DELETE", "/policies/{uri}") not in owner and ("POST", "/policies") in owner

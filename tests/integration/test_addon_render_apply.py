@@ -54,6 +54,10 @@ def test_the_addons_output_applies_and_becomes_ready(start_control_plane, tmp_pa
         for manifest in deployments:
             status = live(kube, manifest)["status"]
             assert status.get("readyReplicas") == 1, manifest["metadata"]["name"]
+        # The bucket's setup job ran to completion once its Secret was there.
+        (job,) = [m for m in rendered if m["kind"] == "Job"]
+        assert job["metadata"]["name"] == "assets-storage-bucket"
+        assert live(kube, job)["status"].get("succeeded") == 1
 
         second_root = tmp_path / "two"
         (second_root / "cluster_addons").mkdir(parents=True)

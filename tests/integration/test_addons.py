@@ -72,6 +72,39 @@ def secret_ref(name: str, key: str) -> dict:
     return {"secretKeyRef": {"name": name, "key": key}}
 
 
+def test_the_executor_reads_its_token_from_the_mounted_secret(output, tmp_path: Path) -> None:
+    """The token Secret is a read-only file of the executor, not an environment variable;
+    the rendered environment, run as a real runtime, serves that token and no other."""
+    from policy_runtime.embedded_db import EmbeddedDatabase
+
+    pod = output[1]["Deployment/policy-executor"]["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "secret-1", "secret": {
+        "secretName": "policy-executor-token", "defaultMode": 0o440}}]
+    assert pod["containers"][0]["volumeMounts"] == [
+        {"name": "secret-1", "mountPath": "/var/run/secrets/aios", "readOnly": True}]
+    assert pod["securityContext"]["fsGroup"] == pod["containers"][0]["securityContext"][
+        "runAsUser"], "the container's user reads the 0440 file through the pod's group"
+    token = secrets.token_urlsafe(16)
+    mounted = tmp_path / "secret"
+    mounted.mkdir()
+    (mounted / "token").write_text(token + "\n")  # as kubectl create secret --from-file
+    rendered = env_of(output[1], "policy-executor")
+    plain = {name: value for name, value in rendered.items() if isinstance(value, str)}
+    database = EmbeddedDatabase(tmp_path / "db").start()
+    plain.update(AIOS_API_TOKEN_FILE=str(mounted / "token"), AIOS_MONGO_URI=database.uri,
+                 AIOS_HOST="127.0.0.1")
+    plain.pop("AIOS_PORT")  # start_runtime picks a free one
+    proc, url = start_runtime(tmp_path, "executor", plain)
+    try:
+        good = httpx.get(f"{url}/executors", headers={"Authorization": f"Bearer {token}"})
+        bad = httpx.get(f"{url}/executors", headers={"Authorization": "Bearer not-it"})
+        assert (good.status_code, bad.status_code) == (200, 401), good.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        database.stop()
+
+
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_addon_manifest_is_strictly_valid(output, version: str) -> None:
     assert_strictly_valid(output[1], version)
@@ -96,7 +129,7 @@ def test_the_five_addons_are_upstreams(output) -> None:
         + sorted({f"Service/{s}" for s, _, _ in ADDON_PORTS})
         + [f"PersistentVolumeClaim/{name}-data" for name in claims]
         + [f"Secret/{name}" for name in SECRETS]
-        + ["Namespace/aios-addons"]
+        + ["Namespace/aios-addons", "Job/assets-storage-bucket"]
     )
     ports = {
         (m["metadata"]["name"], p["port"], p.get("nodePort"))
@@ -141,7 +174,7 @@ def test_the_addons_are_wired_as_their_code_reads(output) -> None:
         "AIOS_PORT": "10250",
         "AIOS_MONGO_URI": secret_ref("policy-executor-db", "uri"),
         "AIOS_DB_NAME": "policies",
-        "AIOS_API_TOKEN": secret_ref("policy-executor-token", "token"),
+        "AIOS_API_TOKEN_FILE": "/var/run/secrets/aios/token",
     }
     assert env_of(rendered, "model-splitter") == {
         "TASK_DB_STATUS_UPDATE_URL": "http://198.51.100.1:30108",
@@ -185,6 +218,52 @@ def test_the_addons_are_wired_as_their_code_reads(output) -> None:
     )
 
 
+def test_the_assets_bucket_is_made_by_a_setup_job_with_the_keys_as_files(output) -> None:
+    """Upstream's assets registry never creates its bucket: a Job makes it in MinIO, with the
+    keys read from the generated Secret's files (no environment), and is idempotent."""
+    job = output[1]["Job/assets-storage-bucket"]
+    assert job["metadata"]["namespace"] == "aios-addons"
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "cluster_addons"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "OnFailure" and job["spec"]["backoffLimit"] == 10
+    (container,) = pod["containers"]
+    assert container["image"].startswith("quay.io/minio/mc:RELEASE.")
+    assert "env" not in container and "envFrom" not in container
+    script, name, endpoint, bucket = container["args"]
+    assert container["command"] == ["sh", "-c"] and name == "assets-storage-bucket"
+    assert endpoint == "http://assets-storage.aios-addons.svc.cluster.local:9000"
+    assert bucket == "aios-assets"
+    # Idempotent: an existing bucket is left as it is.
+    assert 'mb --ignore-existing "assets/$2"' in script
+    assert "/credentials/access_key" in script and "/credentials/secret_key" in script
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    credentials = volumes[mounts["/credentials"]["name"]]["secret"]
+    assert credentials == {"secretName": "assets-storage-credentials", "defaultMode": 0o440}
+    assert mounts["/credentials"]["readOnly"] is True
+    secret = output[1]["Secret/assets-storage-credentials"]["stringData"]
+    assert {"access_key", "secret_key"} <= set(secret)
+    assert container["securityContext"]["runAsUser"] == pod["securityContext"]["fsGroup"]
+    assert not any(value in json.dumps(job) for value in secret.values())
+
+
+def test_a_setup_job_given_environment_is_refused(tmp_path: Path) -> None:
+    """Credentials reach a setup job as files only: a job row that sets a variable fails
+    the render, naming the row, before anything is written."""
+    defaults = yaml.safe_load(
+        (REPO / "roles" / "cluster_addons" / "defaults" / "main.yml").read_text()
+    )
+    rows = defaults["cluster_addons_components"]
+    job = next(row for row in rows if "job" in row)
+    leaky = {**job, "secret_env": {"AWS_SECRET_ACCESS_KEY": {"secret": "x", "key": "y"}}}
+    table = [leaky if row is job else row for row in rows]
+    chosen = {"cluster_addons_components": table, "cluster_addons_enabled": ["assets-registry"]}
+    done = render_site(tmp_path, {**PUBLIC, **chosen}, playbook="addons.yml")
+    assert done.returncode != 0
+    assert "assets-storage-bucket: a setup job reads no environment" in done.stdout
+    assert not list(tmp_path.rglob("*.yaml"))
+
+
 def test_the_wiring_table_covers_every_addon_container() -> None:
     defaults = yaml.safe_load(
         (REPO / "roles" / "cluster_addons" / "defaults" / "main.yml").read_text()
@@ -222,6 +301,7 @@ def test_storage_logging_triton_and_an_external_executor_db_are_settings(tmp_pat
     )
     assert (
         "Deployment/assets-storage" not in rendered
+        and "Job/assets-storage-bucket" not in rendered
         and "Deployment/policy-executor-db" not in rendered
     )
     assert env_of(rendered, "assets-registry")["S3_ENDPOINT_URL"] == "https://rgw.example:7480"
@@ -313,7 +393,12 @@ def test_live_addons_are_registered_when_ready_and_deregistered_on_removal(
         "cluster_addons_register": True,
         "cluster_addons_cluster_id": "west-1",
         # The container registry registers as the others do (test_addon_registration.py).
-        "cluster_addons_enabled": ["assets-registry", "policy-executor", "inference-server"],
+        "cluster_addons_enabled": [
+            "assets-registry",
+            "policy-executor",
+            "inference-server",
+            "model-splitter",
+        ],
         "cluster_addons_executor_mongo_uri": network["db"],
         "cluster_addons_policies_api_token": network["admin"],
         "cluster_addons_network_urls": {
@@ -331,9 +416,16 @@ def test_live_addons_are_registered_when_ready_and_deregistered_on_removal(
     first = playbook(kube, "addons.yml", *extra)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
     assert network["admin"] not in first.stdout
-    for name in ("assets-registry", "policy-executor", "inference-server"):
+    for name in ("assets-registry", "policy-executor", "inference-server", "model-splitter"):
         ready = kube.get("Deployment", name, "aios-addons")["status"].get("readyReplicas")
         assert ready == 1, name
+    # The assets bucket's setup job ran once MinIO was ready.
+    assert kube.get("Job", "assets-storage-bucket", "aios-addons")["status"]["succeeded"] == 1
+    # The model splitter has no register-only route upstream: the run says so, names the URL
+    # the network reaches it at, and sends the registries nothing for it.
+    assert "model-splitter is not registered with the network" in first.stdout
+    assert "http://127.0.0.1:31701 (POST /start_model_split_job)" in first.stdout
+    assert not any("split" in path for _, path, _ in StandInRegistries.requests)
     secret = kube.get("Secret", "assets-storage-credentials", "aios-addons")
     keys = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     assert len(keys["secret_key"]) == 48 and keys["secret_key"] not in first.stdout

@@ -91,6 +91,17 @@ async def list_executors(executors: Registry) -> list[dict[str, Any]]:
     return await run_in_threadpool(executors.list)
 
 
+@router.get(
+    "/executors/{executor_id}",
+    summary="One registered executor: its id and URL (never its token)",
+    openapi_extra=requires(P.EXECUTORS_READ),
+)
+async def get_executor(executor_id: str, executors: Registry) -> dict[str, Any]:
+    # The registry's get() leaves the token and its name out; an unknown id is a 404
+    # that names it.
+    return await run_in_threadpool(executors.get, executor_id)
+
+
 def _unregister(request: Request, executors: ExecutorRegistry, executor_id: str) -> None:
     document = executors.delete(executor_id)
     if document.get("token_name"):
