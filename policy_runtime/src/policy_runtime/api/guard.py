@@ -75,9 +75,29 @@ def check_cluster(request: Request, permission: Permission, cluster_id: object) 
         principal.require_cluster(permission, cluster_id)
 
 
+def direct(endpoint: Callable[..., Coroutine[Any, Any, Response]]) -> Callable:
+    """Mark a hot-path endpoint to be called directly: with the request and its path
+    parameters, bypassing FastAPI's per-request dependency solving and response handling.
+    Such an endpoint reads and validates its own body (fast_body.read_body) and returns a
+    Response; its signature still documents it in OpenAPI."""
+    endpoint.__aios_direct__ = True  # type: ignore[attr-defined]
+    return endpoint
+
+
 class GuardedRoute(APIRoute):
+    def _direct_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = self.endpoint
+
+        async def handler(request: Request) -> Response:
+            return await endpoint(request=request, **request.path_params)
+
+        return handler
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+        if getattr(self.endpoint, "__aios_direct__", False):
+            handler = self._direct_handler()
+        else:
+            handler = super().get_route_handler()
         permission = route_permission(self)
         path = self.path
         audited = permission in WRITE_PERMISSIONS

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from policy_runtime.api.deps import MAX_SKIP, policy_service
 from policy_runtime.api.fast_body import read_body, request_body_schema
-from policy_runtime.api.guard import GuardedRoute, caller, requires
+from policy_runtime.api.guard import GuardedRoute, caller, direct, requires
 from policy_runtime.auth.permissions import Permission
 from policy_runtime.models import EvalRequest, EvalResponse, PolicyCreate, PolicyPage, PublishResult
 from policy_runtime.service import PolicyService
@@ -35,6 +35,7 @@ def eval_status(outcome_error_type: str | None) -> int:
     summary="Evaluate a policy once",
     openapi_extra=requires(P.POLICIES_EVAL, **request_body_schema(EvalRequest)),
 )
+@direct
 async def evaluate(uri: str, request: Request) -> JSONResponse:
     # The hot path: the body is parsed by pydantic directly (see read_body) rather than
     # through FastAPI's dependency solving, which costs more than the decision itself.
