@@ -48,7 +48,8 @@ async def execute(graph: dict[str, Any], input_data: Any, evaluate: Evaluate) ->
         except PolicyNotFound:
             raise GraphBroken(
                 f"graph {uri!r}: node {node!r} names a policy that is no longer published; "
-                f"publish it again and update the graph with PUT /graphs/{uri}"
+                f"publish a new version (a deleted URI is never reused) and name it in the "
+                f"graph with PUT /graphs/{uri}"
             ) from None
         if not outcome.ok:
             error = outcome.error or {}
