@@ -2,8 +2,8 @@
 
 What interLink sends, in the forms this accepts:
 - ``/create``: one ``{"pod": <Pod>, "container": [{"configMaps": [...], ...}]}`` (interLink
-  0.5 and later), a list of those (earlier releases), or a list of plain pods (the first plugin protocol);
-  the answer is ``{"PodUID", "PodJID"}`` for one, a list of them for a list.
+  0.5 and later), a list of those (earlier releases), or a list of plain pods (the first
+  plugin protocol); the answer is ``{"PodUID", "PodJID"}`` for one, a list of them for a list.
 - ``/delete``: the pod. ``/status``: a list of pods; an empty list is interLink's ping and is
   answered with the node's resources. ``/getLogs``: ``{"Namespace", "PodUID", "PodName",
   "ContainerName", "Opts": {"Tail", "Bytes", ...}}``.
