@@ -69,10 +69,13 @@ def policy_runtime() -> dashboard.Dashboard:
     sel = 'namespace=~"$namespace", job=~"$job"'
     decisions = "aios_policy_decisions_total"
     latency = "aios_policy_decision_duration_seconds"
+    governed = "aios_governance_decisions_total"
+    remote = "aios_remote_execution_duration_seconds"
     failing = _rate(decisions, sel + ', outcome!="ok"')
     return (
         _base("aios-policy-runtime", "AIOS / Policy runtime",
-              "Decisions, latency and sandbox workers of policies-system and clusters-db-service.")
+              "Decisions, latency, sandbox workers, governed actions, stability and remote "
+              "execution of the policy runtime's services.")
         .with_variable(_variable("namespace", "Namespace", f"label_values({decisions}, namespace)"))
         .with_variable(_variable("job", "Service",
                                  f'label_values({decisions}{{namespace=~"$namespace"}}, job)'))
@@ -87,6 +90,13 @@ def policy_runtime() -> dashboard.Dashboard:
                           f"max(aios:policy_decision_duration_seconds:p99_rate5m{{{sel}}})", "p99"))
         .with_panel(_stat("Runtime targets up", "none",
                           f'sum(up{{{sel}, aios_part="policy-runtime"}})', "up"))
+        .with_panel(_stat("Replicas reaching their database", "none",
+                          f"sum(aios_database_up{{{sel}}})", "reachable",
+                          "Replicas whose database answers its pings; the others answer "
+                          "/healthz with 503."))
+        .with_panel(_stat("Unstable clusters", "none",
+                          f"max(aios_unstable_clusters{{{sel}}})", "unstable",
+                          "Clusters whose latest stability check said not stable."))
         .with_row(dashboard.Row("Decisions"))
         .with_panel(_series("Decisions by outcome", "reqps",
                             (_rate(decisions, sel, "outcome"), "{{outcome}}"),
@@ -109,10 +119,46 @@ def policy_runtime() -> dashboard.Dashboard:
                                    "increase"), "{{reason}}"),
                             description="Workers killed and replaced in 15 minutes: recycle is "
                                         "routine, timeout, crash and memory limits are not."))
+        .with_row(dashboard.Row("Governed actions"))
+        .with_panel(_series("Governed actions by action and outcome", "reqps",
+                            (_rate(governed, sel, "action, decision, outcome"),
+                             "{{action}} {{decision}} ({{outcome}})"),
+                            description="Pre-check decisions: what the action got (allowed or "
+                                        "denied) and what its policy said; policy_failed "
+                                        "means governance failed closed."))
+        .with_panel(_series("Governed actions by cluster", "reqps",
+                            (_rate("aios_governance_cluster_decisions_total", sel,
+                                   "cluster_id, decision"), "{{cluster_id}} {{decision}}"),
+                            description="Per cluster for the first AIOS_METRICS_MAX_CLUSTERS "
+                                        "clusters; the others are summed as \"other\"."))
+        .with_row(dashboard.Row("Stability"))
         .with_panel(_series("Cluster stability", "short",
-                            ("aios_cluster_stable", "{{cluster_id}}"),
+                            (f"aios_cluster_stable{{{sel}}}", "{{cluster_id}}"),
                             description="1 when the cluster's latest stability check said "
                                         "stable."))
+        .with_panel(_series("Stability checks by outcome", "short",
+                            (_rate("aios_stability_checks_total", sel, "outcome", "15m",
+                                   "increase"), "{{outcome}}"),
+                            description="Checks in 15 minutes: failed means the policy could "
+                                        "not say, and the cluster counts as not stable."))
+        .with_panel(_series("Age of the latest stability check", "s",
+                            (f"time() - max by (job) "
+                             f"(aios_stability_last_check_timestamp_seconds{{{sel}}})", "{{job}}"),
+                            (f"max by (job) (aios_stability_interval_seconds{{{sel}}})",
+                             "{{job}} interval"),
+                            description="Seconds since a replica last ran a check, beside the "
+                                        "checker's interval (0 while it has no policy or is "
+                                        "paused)."))
+        .with_row(dashboard.Row("Remote execution"))
+        .with_panel(_series("Remote executions by outcome", "reqps",
+                            (_rate("aios_remote_executions_total", sel, "outcome"),
+                             "{{outcome}}"),
+                            description="Policies run on a remote executor through the "
+                                        "policies system: unreachable, bad_answer and "
+                                        "not_configured got no result."))
+        .with_panel(_series("Remote execution latency p99", "s",
+                            (f"histogram_quantile(0.99, {_rate(remote + '_bucket', sel, 'le')})",
+                             "p99")))
     )
 
 

@@ -44,6 +44,7 @@ SECRETS = [
     "assets-storage-credentials",
     "inference-logs-db-credentials",
     "policy-executor-db",
+    "policy-executor-source-token",
     "policy-executor-token",
 ]
 URL = re.compile(
@@ -73,15 +74,22 @@ def secret_ref(name: str, key: str) -> dict:
 
 
 def test_the_executor_reads_its_token_from_the_mounted_secret(output, tmp_path: Path) -> None:
-    """The token Secret is a read-only file of the executor, not an environment variable;
-    the rendered environment, run as a real runtime, serves that token and no other."""
+    """The token Secrets are read-only files of the executor, not environment variables;
+    the rendered environment, run as a real runtime, serves that token and no other (and
+    starts only with its policy source's token file there)."""
     from policy_runtime.embedded_db import EmbeddedDatabase
 
     pod = output[1]["Deployment/policy-executor"]["spec"]["template"]["spec"]
-    assert pod["volumes"] == [{"name": "secret-1", "secret": {
-        "secretName": "policy-executor-token", "defaultMode": 0o440}}]
+    assert pod["volumes"] == [
+        {"name": "secret-1", "secret": {
+            "secretName": "policy-executor-token", "defaultMode": 0o440}},
+        {"name": "secret-2", "secret": {
+            "secretName": "policy-executor-source-token", "defaultMode": 0o440}},
+    ]
     assert pod["containers"][0]["volumeMounts"] == [
-        {"name": "secret-1", "mountPath": "/var/run/secrets/aios", "readOnly": True}]
+        {"name": "secret-1", "mountPath": "/var/run/secrets/aios", "readOnly": True},
+        {"name": "secret-2", "mountPath": "/var/run/secrets/aios-source", "readOnly": True},
+    ]
     assert pod["securityContext"]["fsGroup"] == pod["containers"][0]["securityContext"][
         "runAsUser"], "the container's user reads the 0440 file through the pod's group"
     token = secrets.token_urlsafe(16)
@@ -91,8 +99,13 @@ def test_the_executor_reads_its_token_from_the_mounted_secret(output, tmp_path: 
     rendered = env_of(output[1], "policy-executor")
     plain = {name: value for name, value in rendered.items() if isinstance(value, str)}
     database = EmbeddedDatabase(tmp_path / "db").start()
+    source_mounted = tmp_path / "source-secret"
+    source_mounted.mkdir()
+    (source_mounted / "token").write_text(secrets.token_urlsafe(16) + "\n")
+    assert plain["AIOS_POLICY_SOURCE_TOKEN_FILE"] == "/var/run/secrets/aios-source/token"
     plain.update(AIOS_API_TOKEN_FILE=str(mounted / "token"), AIOS_MONGO_URI=database.uri,
-                 AIOS_HOST="127.0.0.1")
+                 AIOS_HOST="127.0.0.1",
+                 AIOS_POLICY_SOURCE_TOKEN_FILE=str(source_mounted / "token"))
     plain.pop("AIOS_PORT")  # start_runtime picks a free one
     proc, url = start_runtime(tmp_path, "executor", plain)
     try:
@@ -175,6 +188,9 @@ def test_the_addons_are_wired_as_their_code_reads(output) -> None:
         "AIOS_MONGO_URI": secret_ref("policy-executor-db", "uri"),
         "AIOS_DB_NAME": "policies",
         "AIOS_API_TOKEN_FILE": "/var/run/secrets/aios/token",
+        # its own database has none of the network's policies: it reads them from there
+        "AIOS_POLICY_SOURCE_URL": "http://198.51.100.1:30102",
+        "AIOS_POLICY_SOURCE_TOKEN_FILE": "/var/run/secrets/aios-source/token",
     }
     assert env_of(rendered, "model-splitter") == {
         "TASK_DB_STATUS_UPDATE_URL": "http://198.51.100.1:30108",
@@ -310,6 +326,9 @@ def test_storage_logging_triton_and_an_external_executor_db_are_settings(tmp_pat
         "secret_key": "ceph-secret-key-value",
     }
     assert rendered["Secret/policy-executor-db"]["stringData"]["uri"].endswith("@db.example:27017/")
+    # On the policies system's database the executor has every policy: no source to read.
+    assert not {"AIOS_POLICY_SOURCE_URL", "AIOS_POLICY_SOURCE_TOKEN_FILE"} & set(
+        env_of(rendered, "policy-executor"))
     assert rendered["PersistentVolumeClaim/assets-db-data"]["spec"]["resources"] == {
         "requests": {"storage": "20Gi"}
     }

@@ -43,13 +43,15 @@ EXPECTED_FILES = {
     "servicemonitor-policies-system.yaml",
     "servicemonitor-clusters-db-service.yaml",
     "servicemonitor-nunet-plugin.yaml",
+    "servicemonitor-controllers.yaml",
+    "secret-aios-controller-metrics-token.yaml",
+    "namespace-controllers.yaml",  # the Secret's, so that the folder applies on its own
     "prometheusrule-aios.yaml",
     "configmap-aios-policy-runtime-dashboard.yaml",
     "configmap-aios-nunet-plugin-dashboard.yaml",
 }
-# Series the rules read that Prometheus or kube-state-metrics (part of kube-prometheus)
-# provide rather than the code.
-OTHER_EXPORTERS = {"up", "kube_pod_container_status_ready"}
+# Series the rules read that Prometheus provides rather than the code.
+OTHER_EXPORTERS = {"up"}
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -140,6 +142,23 @@ def test_service_monitors_scrape_the_runtime_and_plugin_services(
             assert wired["name"] == "{{ aios_runtime_token_secret }}"
             assert secret["name"] == aios["aios_runtime_token_secret"]
 
+    # The controllers: every Service cluster_onboarding renders in its controllers' namespace.
+    onboarding = yaml.safe_load((REPO / "roles/cluster_onboarding/defaults/main.yml").read_text())
+    monitor = rendered["servicemonitor-controllers.yaml"]
+    namespace = onboarding["cluster_onboarding_controller_namespace"]
+    assert monitor["metadata"]["namespace"] == namespace
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [namespace]}
+    assert monitor["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/component": "cluster_onboarding", "app.kubernetes.io/part-of": "aios"}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    row = onboarding["_cluster_onboarding_controller_row"]
+    assert endpoint["port"] == "http" and "'name': 'http'" in row["ports"]
+    secret = rendered["secret-aios-controller-metrics-token.yaml"]
+    assert endpoint["authorization"]["credentials"] == {"name": secret["metadata"]["name"],
+                                                        "key": "token"}
+    assert secret["metadata"]["namespace"] == namespace
+    assert len(secret["stringData"]["token"]) >= 32
+
 
 # --- the operator's CRD schemas -------------------------------------------------------------
 
@@ -205,7 +224,7 @@ def test_custom_resources_match_the_operator_crds(rendered: dict[str, dict],
         if manifest["apiVersion"] == "monitoring.coreos.com/v1":
             assert schema_errors(validators, manifest) == [], name
             checked += 1
-    assert checked == 4
+    assert checked == 5
 
 
 def test_the_schema_check_refuses_what_the_operator_refuses(rendered: dict[str, dict],
@@ -307,7 +326,7 @@ def metric_names(expr: str) -> set[str]:
     expr = re.sub(r"\[[^\]]*\]", "", expr)
     words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr))
     functions = {"sum", "max", "rate", "increase", "histogram_quantile", "absent", "and", "or",
-                 "e", "Inf"}
+                 "e", "Inf", "time", "clamp_min"}
     return {w for w in words if w not in functions}
 
 
@@ -342,7 +361,12 @@ def test_rules_and_dashboards_read_only_exported_metrics(rendered: dict[str, dic
                    "nunet_plugin_jobs_deleted", "nunet_plugin_dms_request_seconds",
                    "nunet_plugin_dms_errors", "nunet_plugin_allocatable",
                    "nunet_plugin_mapped_jobs", "nunet_plugin_pending_cancels",
-                   "nunet_plugin_resources_age_seconds"):
+                   "nunet_plugin_resources_age_seconds", "aios_database_up",
+                   "aios_governance_decisions", "aios_governance_cluster_decisions",
+                   "aios_stability_checks", "aios_unstable_clusters",
+                   "aios_stability_last_check_timestamp_seconds",
+                   "aios_stability_interval_seconds", "aios_remote_executions",
+                   "aios_remote_execution_duration_seconds"):
         assert family in families or f"{family}_count" in used, family
 
 
@@ -367,6 +391,9 @@ def test_dashboards_are_generated_and_shipped_for_the_grafana_sidecar(
     titles = {p["title"] for b in boards.values() for p in b["panels"]}
     assert {"Decisions by outcome", "Decision latency quantiles",
             "Worker kills and respawns by reason", "Allocatable resources",
+            "Governed actions by action and outcome", "Governed actions by cluster",
+            "Stability checks by outcome", "Age of the latest stability check",
+            "Remote executions by outcome",
             "Jobs created and deleted", "DMS errors by operation"} <= titles
     for board in boards.values():
         assert board["uid"] and board["templating"]["list"][0]["type"] == "datasource"

@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from policy_runtime.evaluation import LimitsConfig
@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         description="largest persisted policy context (its JSON, in bytes); a decision "
         "that leaves a larger context fails and stores nothing",
     )
+    metrics_max_clusters: int = Field(
+        20, ge=0, le=1000,
+        description="clusters that get a cluster_id label of their own in /metrics (the first "
+        "ones reported on); the others are counted together under cluster_id=\"other\"",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     access_log: bool = Field(True, description="log every HTTP request")
     git_commit: str = Field("", description="reported by /version (set at image build)")
@@ -161,6 +166,46 @@ class Settings(BaseSettings):
     policy_archive_timeout_seconds: float = Field(
         10.0, gt=0, le=300, description="time limit of fetching one code archive",
     )
+    # An executor with a database of its own reads the network's policies (issue 22).
+    policy_source_url: str = Field(
+        "", max_length=2000,
+        description="the network's policies system, e.g. http://policies-system:10000: a "
+        "policy not stored here is read from it by its URI (GET /policies/{uri}), checked "
+        "against its code_sha256 and kept. Empty: off",
+    )
+    policy_source_token_file: Path | None = Field(
+        None,
+        description="file holding a token with policies:read on AIOS_POLICY_SOURCE_URL "
+        "(e.g. a mounted Kubernetes Secret); required with it",
+    )
+
+    @model_validator(mode="after")
+    def _check_policy_source(self) -> Settings:
+        url = self.policy_source_url.strip()
+        if not url:
+            return self
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"AIOS_POLICY_SOURCE_URL={url!r} is not an http(s) URL; give the policies "
+                "system's base URL, e.g. http://policies-system:10000"
+            )
+        if self.policy_source_token_file is None:
+            raise ValueError(
+                "AIOS_POLICY_SOURCE_URL is set but AIOS_POLICY_SOURCE_TOKEN_FILE is not: give "
+                "the file of a token with policies:read on the policy source"
+            )
+        try:
+            token = self.policy_source_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(
+                f"AIOS_POLICY_SOURCE_TOKEN_FILE={self.policy_source_token_file} cannot be "
+                f"read: {exc.strerror}"
+            ) from None
+        if not token:
+            raise ValueError(
+                f"AIOS_POLICY_SOURCE_TOKEN_FILE={self.policy_source_token_file} is empty"
+            )
+        return self
 
     @field_validator("policy_archive_allowed_hosts", mode="before")
     @classmethod

@@ -12,7 +12,13 @@ from policy_runtime import package, schemas
 from policy_runtime.evaluation import Outcome, PolicyEvaluator
 from policy_runtime.governance.decisions import DecisionLog
 from policy_runtime.metrics import RuntimeMetrics
-from policy_runtime.models import EvalRequest, PolicyCreate
+from policy_runtime.models import EvalRequest, PolicyCreate, policy_rule_uri
+from policy_runtime.policy_source import (
+    PolicySource,
+    PolicySourceError,
+    SingleFlight,
+    as_publish_request,
+)
 from policy_runtime.store.policies import PolicyReferenced, PolicyStore
 
 _URL = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://\S*\s*$")
@@ -41,6 +47,7 @@ class PolicyService:
         *,
         max_code_bytes: int,
         cache_seconds: float,
+        source: PolicySource | None = None,
     ) -> None:
         self.store = store
         self.evaluator = evaluator
@@ -49,6 +56,9 @@ class PolicyService:
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        # Where a lookup miss is read from (an executor with a database of its own).
+        self.source = source
+        self._fetches = SingleFlight()
 
     # -- publishing --------------------------------------------------------------------
     def _source(self, body: PolicyCreate) -> str:
@@ -106,11 +116,41 @@ class PolicyService:
         now = time.monotonic()
         document = self.store.get(uri)
         if document is None:
-            raise PolicyNotFound(self.not_found_message(uri))
+            document = self._from_source(uri)
         if self.cache_seconds > 0:
             with self._lock:
                 self._cache[uri] = (now + self.cache_seconds, document)
         return document
+
+    def _from_source(self, uri: str) -> dict[str, Any]:
+        """A policy not stored here, read from the policy source and kept as published.
+
+        PolicyNotFound when there is no source or it has no such policy; PolicySourceError
+        (fail closed) when it cannot be asked or its answer does not check out."""
+        if self.source is None:
+            raise PolicyNotFound(self.not_found_message(uri))
+        with self._fetches.hold(uri):
+            # Concurrent misses wait here for the first; it has stored the policy since.
+            document = self.store.get(uri)
+            if document is not None:
+                return document
+            if self.store.taken(uri):  # deleted here: its URI never comes back
+                raise PolicyNotFound(self.not_found_message(uri))
+            fetched = self.source.fetch(uri)
+            if fetched is None:
+                raise PolicyNotFound(
+                    f"{self.not_found_message(uri)}, here or at the policy source "
+                    f"{self.source.url}"
+                )
+            body, extra = as_publish_request(fetched, self.source.url)
+            if policy_rule_uri(body.name, body.version, body.release_tag) != uri:
+                # the URI matched, but the name and version it is made of did not
+                raise PolicySourceError(
+                    f"policy source {self.source.url} answered {uri!r} with a name, version "
+                    "or release tag that make another URI; refused"
+                )
+            document, _ = self.publish(body, extra)
+            return document
 
     def update_fields(self, uri: str, fields: dict[str, Any]) -> None:
         """Set descriptive fields of a published policy (the caller checked which)."""

@@ -20,7 +20,9 @@ from policy_runtime.governance.mgmt import ManagementService
 from policy_runtime.governance.nodes_source import KubernetesNodes
 from policy_runtime.governance.precheck import PrecheckService
 from policy_runtime.governance.stability import StabilityChecker
+from policy_runtime.graphs.store import GraphStore
 from policy_runtime.metrics import RuntimeMetrics
+from policy_runtime.policy_source import PolicySource
 from policy_runtime.sandbox.pool import WorkerPool
 from policy_runtime.service import PolicyService
 from policy_runtime.store import database
@@ -47,6 +49,7 @@ class Runtime:
     executors: ExecutorRegistry | None = None
     stability: StabilityChecker | None = None
     management: ManagementService | None = None
+    graphs: GraphStore | None = None
     # What this process sends to the policies system and executors.
     remote_token: str | None = None
     database_healthy: bool = True
@@ -56,7 +59,8 @@ class Runtime:
     def start(cls, settings: Settings) -> Runtime:
         client = database.connect(settings.mongo_uri, settings.db_timeout_seconds)
         db = client[settings.db_name]
-        runtime = cls(settings, client, RuntimeMetrics())
+        runtime = cls(settings, client, RuntimeMetrics(settings.metrics_max_clusters))
+        runtime.metrics.watch_database(lambda: runtime.database_healthy)
         # Without a remote token of its own a process sends its bootstrap token, unless it
         # has none it could share (scoped tokens only): then it sends none.
         runtime.remote_token = (
@@ -89,7 +93,11 @@ class Runtime:
                 runtime.metrics,
                 max_code_bytes=settings.max_code_bytes,
                 cache_seconds=settings.policy_cache_seconds,
+                source=_policy_source(settings),
             )
+        if RunMode.POLICIES in modes:  # upstream's graphs registry, beside its policies
+            runtime.graphs = GraphStore(db)
+            _ensure_indexes(runtime.graphs.ensure_indexes)
         if RunMode.CONTROLLER in modes:
             log_ = DecisionLog(db, settings.decision_log_max_entries)
             _ensure_indexes(log_.ensure_collection)
@@ -100,6 +108,7 @@ class Runtime:
                 ),
                 execution_mode=settings.policy_execution_mode,
                 executor_id=settings.policy_system_executor_id,
+                metrics=runtime.metrics,
             )
             runtime.stability = StabilityChecker(
                 db, runtime.precheck, runtime.metrics, settings.cluster_id,
@@ -125,6 +134,18 @@ class Runtime:
         if self.pool is not None:
             self.pool.close()
         self.client.close()
+
+
+def _policy_source(settings: Settings) -> PolicySource | None:
+    """Where lookup misses are read from, when configured (Settings checked the token file)."""
+    if not settings.policy_source_url.strip() or settings.policy_source_token_file is None:
+        return None
+    return PolicySource(
+        settings.policy_source_url.strip(), settings.policy_source_token_file,
+        timeout_seconds=settings.remote_timeout_seconds,
+        # a policy document holds its code and its metadata, which came in one request body
+        max_bytes=settings.max_body_bytes + settings.max_code_bytes,
+    )
 
 
 def _ensure_indexes(ensure: Callable[[], None]) -> None:

@@ -18,6 +18,11 @@ class RemoteExecutionError(Exception):
     """The remote side could not be reached or did not answer with a result."""
 
 
+class RemoteUnreachable(RemoteExecutionError):
+    """No answer at all: the connection failed or timed out (the metrics tell it apart
+    from an answer that carries no result)."""
+
+
 def execute_policy(
     url: str, token: str | None, policy_rule_uri: str, input_data: Any, parameters: dict,
     *, timeout: float,
@@ -35,9 +40,9 @@ def execute_policy(
             break
         except httpx.ConnectError as exc:
             if attempt == CONNECT_RETRIES:
-                raise RemoteExecutionError(f"cannot reach {url}: {exc}") from None
+                raise RemoteUnreachable(f"cannot reach {url}: {exc}") from None
         except httpx.HTTPError as exc:
-            raise RemoteExecutionError(f"{url} did not answer: {exc}") from None
+            raise RemoteUnreachable(f"{url} did not answer: {exc}") from None
     try:
         envelope = response.json()
     except ValueError:

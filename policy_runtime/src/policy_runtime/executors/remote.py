@@ -14,7 +14,14 @@ from urllib.parse import quote
 
 import httpx
 
-from policy_runtime.executors.client import RemoteExecutionError, execute_policy
+from policy_runtime.executors.client import (
+    RemoteExecutionError,
+    RemoteUnreachable,
+    execute_policy,
+)
+
+# What the policies system answers when it cannot reach the executor.
+BAD_GATEWAY = 502
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,9 @@ class RemoteResult:
     result: Any
     error: str
     duration_ms: float
+    # ok, failed (the policy failed there), unreachable (no answer), bad_answer (an
+    # answer without a result) or not_configured: what the metrics count.
+    outcome: str = "ok"
 
 
 @dataclass(frozen=True)
@@ -36,21 +46,27 @@ class RemoteExecution:
     ) -> RemoteResult:
         started = time.perf_counter()
         if not self.policies_url:
-            return RemoteResult(False, None, "remote execution needs AIOS_POLICIES_URL", 0.0)
+            return RemoteResult(False, None, "remote execution needs AIOS_POLICIES_URL", 0.0,
+                                "not_configured")
         if not executor_id:
             return RemoteResult(False, None, "remote execution needs an executor id "
-                                "(config.policyExecutorId or POLICY_SYSTEM_EXECUTOR_ID)", 0.0)
+                                "(config.policyExecutorId or POLICY_SYSTEM_EXECUTOR_ID)", 0.0,
+                                "not_configured")
         base = self.policies_url.rstrip("/")
         url = f"{base}/executor/{quote(executor_id, safe='')}/execute_policy"
         try:
-            _, envelope = execute_policy(url, self.token, uri, input_data, parameters,
-                                         timeout=self.timeout_seconds)
+            status, envelope = execute_policy(url, self.token, uri, input_data, parameters,
+                                              timeout=self.timeout_seconds)
         except RemoteExecutionError as exc:
-            return RemoteResult(False, None, str(exc), (time.perf_counter() - started) * 1000)
+            outcome = "unreachable" if isinstance(exc, RemoteUnreachable) else "bad_answer"
+            return RemoteResult(False, None, str(exc), (time.perf_counter() - started) * 1000,
+                                outcome)
         duration = (time.perf_counter() - started) * 1000
         if envelope.get("success"):
             return RemoteResult(True, envelope.get("data"), "", duration)
-        return RemoteResult(False, None, str(envelope.get("message") or "remote failure"), duration)
+        # 502: the policies system answered, but could not reach the executor.
+        return RemoteResult(False, None, str(envelope.get("message") or "remote failure"), duration,
+                            "unreachable" if status == BAD_GATEWAY else "failed")
 
     def policy_exists(self, uri: str) -> bool:
         url = f"{self.policies_url.rstrip('/')}/policies/{quote(uri, safe=':')}"

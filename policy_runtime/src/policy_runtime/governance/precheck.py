@@ -42,6 +42,7 @@ from policy_runtime.governance.actions import (
     refuse_governance_changes,
 )
 from policy_runtime.governance.decisions import DecisionLog
+from policy_runtime.metrics import RuntimeMetrics
 from policy_runtime.service import PolicyNotFound, PolicyService
 
 
@@ -252,8 +253,11 @@ class PrecheckService:
 
     def __init__(self, clusters: ClusterStore, policies: PolicyService, log: DecisionLog,
                  default_cluster_id: str = "", *, remote: RemoteExecution | None = None,
-                 execution_mode: str = "local", executor_id: str = "") -> None:
+                 execution_mode: str = "local", executor_id: str = "",
+                 metrics: RuntimeMetrics | None = None) -> None:
         self.clusters = clusters
+        # Counts decisions and remote executions (None: not counted).
+        self.metrics = metrics
         self.policies = policies
         self.log = log
         self.default_cluster_id = default_cluster_id
@@ -391,8 +395,10 @@ class PrecheckService:
         entry, problem = resolve_entry(config, action)
         enforcement = enforcement_of(config, action)
         uri, code_sha256, keep_input, duration = "", "", False, 0.0
+        outcome = "policy_failed"  # what the policy said, for the metrics
         if entry is None and not problem:
             allowed, result_input, reason = True, input_data, NO_POLICY
+            outcome = "no_policy"
         elif entry is None:
             allowed, result_input, reason = False, input_data, problem
         else:
@@ -406,6 +412,9 @@ class PrecheckService:
                     allowed, result_input, reason = _node_rewrite(input_data, result_input,
                                                                   reason)
                 result_input = _without_added_keys(result_input, policy_input, input_data)
+                said = run.result.get("allowed") if isinstance(run.result, dict) else None
+                outcome = ("policy_allowed" if allowed
+                           else "policy_denied" if said is False else "policy_failed")
             else:
                 allowed, result_input, reason = False, input_data, f"{run.error} (fail closed)"
             duration, keep_input, code_sha256 = run.duration_ms, run.keep_input, run.code_sha256
@@ -427,6 +436,8 @@ class PrecheckService:
             enforcement=enforcement, duration_ms=duration, input_data=input_data, reason=reason,
             keep_input=keep_input, code_sha256=code_sha256, dry_check=dry_check,
         )
+        if self.metrics is not None:
+            self.metrics.record_governance(cluster_id, action, effective, outcome)
         return replace(decision, decision_id=str(entry.get("decision_id", "")))
 
     def execute(self, config: dict, uri: str, input_data: Any, parameters: dict,
@@ -437,8 +448,10 @@ class PrecheckService:
         executor = self._executor(config)
         if executor is not None:
             if self.remote is None:
+                self._count_remote("not_configured", 0.0)
                 return Execution(False, None, "remote execution is not configured", 0.0)
             remote = self.remote.evaluate(executor, uri, input_data, parameters)
+            self._count_remote(remote.outcome, remote.duration_ms / 1000)
             code_sha256 = self._remote_code_hash(uri)
             if not remote.ok:
                 error = f"remote executor {executor}: {remote.error}"
@@ -458,6 +471,10 @@ class PrecheckService:
             message = f"{error.get('type')}: {error.get('message')}"
             return Execution(False, None, message, outcome.duration_ms, keep_input, code_sha256)
         return Execution(True, outcome.result, "", outcome.duration_ms, keep_input, code_sha256)
+
+    def _count_remote(self, outcome: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.record_remote(outcome, seconds)
 
     def _remote_code_hash(self, uri: str) -> str:
         """The code hash the policies system holds for ``uri`` ("" when it cannot say)."""

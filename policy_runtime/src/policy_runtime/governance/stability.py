@@ -118,7 +118,8 @@ class StabilityChecker:
             checker.get("parameters") or {}, cluster_id=cluster_id,
         )
         result = run.result if run.ok else None
-        if isinstance(result, dict) and isinstance(result.get("is_stable"), bool):
+        answered = isinstance(result, dict) and isinstance(result.get("is_stable"), bool)
+        if answered:
             stable, data = result["is_stable"], result.get("stability_check_data") or {}
         else:
             # A failing or malformed check reports the cluster as not stable, with the reason.
@@ -134,7 +135,7 @@ class StabilityChecker:
             "runner": self.runner,
         }
         self.results.replace_one({"_id": cluster_id}, {"_id": cluster_id, **entry}, upsert=True)
-        self.metrics.record_stability(cluster_id, stable)
+        self.metrics.record_stability(cluster_id, stable, failed=not answered)
         return entry
 
     def latest(self, cluster_id: str) -> dict[str, Any]:
@@ -184,8 +185,12 @@ class StabilityChecker:
             try:
                 checker = self.precheck.clusters.get(self.cluster_id)["config"].get(
                     "stabilityChecker") or {}
-                if checker.get("policyRuleURI") and not checker.get("paused"):
-                    wait = interval_of(checker)
+                running = bool(checker.get("policyRuleURI") and not checker.get("paused"))
+                interval = interval_of(checker) if running else 0.0
+                # What the checker-not-running alert compares the last check's age with.
+                self.metrics.record_stability_interval(interval)
+                if running:
+                    wait = interval
                     if self.acquire_lease(self.cluster_id, 2 * wait):
                         self.run_check(self.cluster_id)
             except Exception as exc:  # the loop must outlive any one failure
