@@ -111,6 +111,19 @@ class RuntimeServer:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
+def runtime_of_its_own(
+    embedded_db: EmbeddedDatabase, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[RuntimeServer]:
+    """A runtime (and database) for one test module, for tests that read per-cluster
+    metrics: a runtime labels only the first AIOS_METRICS_MAX_CLUSTERS clusters it reports
+    on, and the suite's shared runtime has reported on many by the time they run."""
+    log_path = tmp_path_factory.mktemp(name) / "server.log"
+    runtime = RuntimeServer(embedded_db.uri, secrets.token_urlsafe(32), log_path,
+                            AIOS_DB_NAME=f"aios_{name}").start()
+    yield runtime
+    runtime.stop()
+
+
 @pytest.fixture(scope="session")
 def server(
     embedded_db: EmbeddedDatabase, tmp_path_factory: pytest.TempPathFactory

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import EXAMPLES_DIR, SEED_CLUSTER, RuntimeServer
+from conftest import EXAMPLES_DIR, SEED_CLUSTER, RuntimeServer, runtime_of_its_own
 from prometheus_client.parser import text_string_to_metric_families
 from test_governance_api import publish_code, publish_example, set_map
 
@@ -20,6 +20,13 @@ from policy_runtime.embedded_db import EmbeddedDatabase
 
 SEED = json.loads(SEED_CLUSTER.read_text())
 STABILITY_CASES = EXAMPLES_DIR / "cluster-stability" / "cases"
+
+
+@pytest.fixture(scope="module")
+def server(embedded_db: EmbeddedDatabase,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeServer]:
+    """This module's own runtime: its tests read the series of the clusters they make."""
+    yield from runtime_of_its_own(embedded_db, tmp_path_factory, "metrics")
 
 
 def scrape(client: httpx.Client) -> dict[tuple[str, tuple], float]:
@@ -220,3 +227,26 @@ def test_remote_executions_are_counted_by_outcome(remote_pair: tuple) -> None:
         assert value(counts, "aios_remote_executions_total", outcome="unreachable") == 2
         assert value(counts, "aios_governance_decisions_total", action="add_block",
                      decision="denied", outcome="policy_failed") == 2
+
+
+def test_the_registry_size_is_reported_at_each_scrape(api: httpx.Client) -> None:
+    before = value(scrape(api), "aios_registry_clusters")
+    total = api.get("/clusters", params={"limit": 1}).json()["total"]
+    assert before == total
+    new_cluster(api, "metrics-size")
+    new_cluster(api, "metrics-size")
+    assert value(scrape(api), "aios_registry_clusters") == before + 2
+
+
+def test_a_registry_that_cannot_be_counted_is_nan_and_the_scrape_still_answers() -> None:
+    from prometheus_client import generate_latest
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from policy_runtime.metrics import RuntimeMetrics
+
+    def unreachable() -> int:
+        raise ServerSelectionTimeoutError("no server")
+
+    metrics = RuntimeMetrics()
+    metrics.watch_registry(unreachable)
+    assert "aios_registry_clusters NaN" in generate_latest(metrics.registry).decode()

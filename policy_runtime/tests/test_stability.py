@@ -6,17 +6,25 @@ import copy
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import EXAMPLES_DIR, SEED_CLUSTER, RuntimeServer
+from conftest import EXAMPLES_DIR, SEED_CLUSTER, RuntimeServer, runtime_of_its_own
 from test_governance_api import publish_example
 
 from policy_runtime.embedded_db import EmbeddedDatabase
 
 SEED = json.loads(SEED_CLUSTER.read_text())
 CASES = EXAMPLES_DIR / "cluster-stability" / "cases"
+
+
+@pytest.fixture(scope="module")
+def server(embedded_db: EmbeddedDatabase,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeServer]:
+    """This module's own runtime: its tests read the series of the clusters they make."""
+    yield from runtime_of_its_own(embedded_db, tmp_path_factory, "stability")
 
 
 @pytest.fixture()
