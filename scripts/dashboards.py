@@ -97,6 +97,9 @@ def policy_runtime() -> dashboard.Dashboard:
         .with_panel(_stat("Unstable clusters", "none",
                           f"max(aios_unstable_clusters{{{sel}}})", "unstable",
                           "Clusters whose latest stability check said not stable."))
+        .with_panel(_stat("Clusters in the registry", "none",
+                          f"max(aios_registry_clusters{{{sel}}})", "clusters",
+                          "Cluster documents in the clusters registry (clusters-db-service)."))
         .with_row(dashboard.Row("Decisions"))
         .with_panel(_series("Decisions by outcome", "reqps",
                             (_rate(decisions, sel, "outcome"), "{{outcome}}"),
@@ -180,8 +183,18 @@ def nunet_plugin() -> dashboard.Dashboard:
                           "Seconds since DMS last answered the peers dump (-1 before the first)."))
         .with_panel(_stat("Plugin up", "none", f'sum(up{{{sel}, aios_part="nunet-plugin"}})', "up"))
         .with_row(dashboard.Row("Capacity"))
-        .with_panel(_series("Allocatable resources", "short",
-                            (f"nunet_plugin_allocatable{{{sel}}}", "{{resource}}"), width=24))
+        .with_panel(_series("GPUs by kind: capacity and allocatable", "short",
+                            (f'nunet_plugin_capacity{{{sel}, resource=~"gpu[.].*"}}',
+                             "{{resource}} capacity"),
+                            (f'nunet_plugin_allocatable{{{sel}, resource=~"gpu[.].*"}}',
+                             "{{resource}} allocatable"),
+                            description="Cards of each kind the peers have (capacity) and "
+                            "those available to new jobs (allocatable)."))
+        .with_panel(_series("CPU and memory: capacity and allocatable", "short",
+                            (f'nunet_plugin_capacity{{{sel}, resource!~"gpu[.].*"}}',
+                             "{{resource}} capacity"),
+                            (f'nunet_plugin_allocatable{{{sel}, resource!~"gpu[.].*"}}',
+                             "{{resource}} allocatable")))
         .with_row(dashboard.Row("Jobs"))
         .with_panel(_series("Jobs created and deleted", "short",
                             (_rate("nunet_plugin_jobs_created_total", sel, "", "15m", "increase"),

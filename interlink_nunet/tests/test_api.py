@@ -139,6 +139,9 @@ def test_ping_resources_and_node(tmp_path: Path, dms: Process) -> None:
             assert node["allocatable"]["nunet.io/gpu.nvidia.tesla.p100.16gb"] == "0"
             metrics = api.get("/metrics").text
             assert 'nunet_plugin_allocatable{resource="cpu.cores"} 17.0' in metrics
+            # the three P100s are capacity, none of them allocatable
+            assert 'nunet_plugin_capacity{resource="gpu.nvidia.tesla.p100.16gb"} 3.0' in metrics
+            assert 'nunet_plugin_allocatable{resource="gpu.nvidia.tesla.p100.16gb"} 0.0' in metrics
     finally:
         plugin.stop()
 

@@ -366,7 +366,8 @@ def test_rules_and_dashboards_read_only_exported_metrics(rendered: dict[str, dic
                    "aios_stability_checks", "aios_unstable_clusters",
                    "aios_stability_last_check_timestamp_seconds",
                    "aios_stability_interval_seconds", "aios_remote_executions",
-                   "aios_remote_execution_duration_seconds"):
+                   "aios_remote_execution_duration_seconds", "aios_registry_clusters",
+                   "nunet_plugin_capacity"):
         assert family in families or f"{family}_count" in used, family
 
 
@@ -390,7 +391,8 @@ def test_dashboards_are_generated_and_shipped_for_the_grafana_sidecar(
         boards[name] = json.loads(text)
     titles = {p["title"] for b in boards.values() for p in b["panels"]}
     assert {"Decisions by outcome", "Decision latency quantiles",
-            "Worker kills and respawns by reason", "Allocatable resources",
+            "Worker kills and respawns by reason", "GPUs by kind: capacity and allocatable",
+            "Clusters in the registry",
             "Governed actions by action and outcome", "Governed actions by cluster",
             "Stability checks by outcome", "Age of the latest stability check",
             "Remote executions by outcome",

@@ -26,6 +26,10 @@ class PluginMetrics:
                                   ["operation"], registry=self.registry)
         self.resources = Gauge("nunet_plugin_allocatable", "allocatable resources of the node",
                                ["resource"], registry=self.registry)
+        self._resource_names: set[str] = set()
+        self.capacity = Gauge("nunet_plugin_capacity", "resources of the node's peers, "
+                              "available or not (capacity)", ["resource"],
+                              registry=self.registry)
         mapped = Gauge("nunet_plugin_mapped_jobs", "pods with a NuNet job",
                        registry=self.registry)
         mapped.set_function(mapped_jobs)
@@ -48,6 +52,10 @@ class PluginMetrics:
         finally:
             self.dms_seconds.labels(operation).observe(time.perf_counter() - started)
 
-    def observe_resources(self, table: dict[str, int]) -> None:
-        for name, value in table.items():
-            self.resources.labels(name).set(value)
+    def observe_resources(self, capacity: dict[str, int], allocatable: dict[str, int]) -> None:
+        """Both tables, every resource ever seen in either: one no peer offers any more,
+        or none of whose cards is available, reads 0 rather than its last value."""
+        self._resource_names |= capacity.keys() | allocatable.keys()
+        for name in self._resource_names:
+            self.capacity.labels(name).set(capacity.get(name, 0))
+            self.resources.labels(name).set(allocatable.get(name, 0))

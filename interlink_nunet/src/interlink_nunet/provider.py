@@ -121,7 +121,7 @@ class NuNetProvider:
                 peers = self.dms.peers()
             result = consolidate(peers, gpu_only=self.settings.gpu_only)
             self._peers = (now, result)
-            self.metrics.observe_resources(result.allocatable.table())
+            self.metrics.observe_resources(result.capacity.table(), result.allocatable.table())
             return result
 
     def resources_age(self) -> float:

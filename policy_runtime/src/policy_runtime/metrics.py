@@ -8,11 +8,13 @@ becomes a label value only for the first ``max_clusters`` clusters the process r
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pymongo.errors import PyMongoError
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -84,6 +86,12 @@ class RuntimeMetrics:
             "1 while the runtime's database answers its pings (what /healthz reports), else 0",
             registry=self.registry,
         )
+        self.registry_clusters = Gauge(
+            "aios_registry_clusters",
+            "Cluster documents in the clusters registry this process serves (read at each "
+            "scrape; NaN while the database cannot count them)",
+            registry=self.registry,
+        )
         self.governance_decisions = Counter(
             "aios_governance_decisions",
             "Decisions on governed actions (pre-checks), by action, by what the action got "
@@ -153,6 +161,18 @@ class RuntimeMetrics:
     def watch_database(self, healthy: Callable[[], bool]) -> None:
         """Report ``healthy()`` (read at each scrape) as aios_database_up."""
         self.database_up.set_function(lambda: 1.0 if healthy() else 0.0)
+
+    def watch_registry(self, count: Callable[[], int]) -> None:
+        """Report ``count()`` (read at each scrape) as aios_registry_clusters; NaN when it
+        fails, so a scrape still answers while the database is away."""
+
+        def read() -> float:
+            try:
+                return float(count())
+            except PyMongoError:
+                return math.nan
+
+        self.registry_clusters.set_function(read)
 
     def record_governance(self, cluster_id: str, action: str, allowed: bool,
                           outcome: str) -> None:

@@ -73,6 +73,7 @@ class Runtime:
         if modes & {RunMode.CLUSTERS, RunMode.CONTROLLER}:
             runtime.clusters = ClusterStore(db, settings.query_timeout_seconds)
             _ensure_indexes(runtime.clusters.ensure_indexes)
+            runtime.metrics.watch_registry(runtime.clusters.count)
         if modes & {RunMode.POLICIES, RunMode.CONTROLLER}:
             store = PolicyStore(db)
             _ensure_indexes(store.ensure_indexes)

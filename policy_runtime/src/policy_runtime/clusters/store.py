@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Callable
 
 import bson
+import pymongo
 from pydantic import ValidationError
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
@@ -43,6 +44,8 @@ SCRATCH = "clusters_scratch"
 _REVISION = "_rev"
 _HIDDEN = {"_id": 0, _REVISION: 0}
 _CAS_ATTEMPTS = 20
+# A scrape of /metrics counts the registry: never for longer than this.
+_COUNT_TIMEOUT_SECONDS = 1.0
 _CAS_MAX_PAUSE_SECONDS = 0.05
 MAX_QUERY_LIMIT = 1000
 # A cluster of 10,000 nodes takes about 5 MiB; every update rewrites the whole document,
@@ -183,6 +186,11 @@ class ClusterStore:
             .limit(limit)
         )
         return list(cursor), total
+
+    def count(self) -> int:
+        """How many clusters the registry holds (the collection's metadata, not a scan)."""
+        with pymongo.timeout(_COUNT_TIMEOUT_SECONDS):
+            return self.collection.estimated_document_count()
 
     def query(
         self, filter_: dict, *, limit: int = 100, skip: int = 0, sort: str | None = None,
