@@ -229,24 +229,41 @@ def test_remote_executions_are_counted_by_outcome(remote_pair: tuple) -> None:
                      decision="denied", outcome="policy_failed") == 2
 
 
-def test_the_registry_size_is_reported_at_each_scrape(api: httpx.Client) -> None:
-    before = value(scrape(api), "aios_registry_clusters")
+def wait_for_registry(client: httpx.Client, wanted: object) -> float:
+    """aios_registry_clusters once the health watcher (every 2 s) has counted ``wanted``
+    (a number, or "nan")."""
+    deadline = time.monotonic() + 20
+    while True:
+        seen = value(scrape(client), "aios_registry_clusters")
+        if (seen != seen and wanted == "nan") or seen == wanted:
+            return seen
+        assert time.monotonic() < deadline, f"aios_registry_clusters stayed {seen}"
+        time.sleep(0.3)
+
+
+def test_the_registry_size_is_reported(api: httpx.Client) -> None:
     total = api.get("/clusters", params={"limit": 1}).json()["total"]
-    assert before == total
+    wait_for_registry(api, total)
     new_cluster(api, "metrics-size")
     new_cluster(api, "metrics-size")
-    assert value(scrape(api), "aios_registry_clusters") == before + 2
+    wait_for_registry(api, total + 2)
 
 
-def test_a_registry_that_cannot_be_counted_is_nan_and_the_scrape_still_answers() -> None:
-    from prometheus_client import generate_latest
-    from pymongo.errors import ServerSelectionTimeoutError
-
-    from policy_runtime.metrics import RuntimeMetrics
-
-    def unreachable() -> int:
-        raise ServerSelectionTimeoutError("no server")
-
-    metrics = RuntimeMetrics()
-    metrics.watch_registry(unreachable)
-    assert "aios_registry_clusters NaN" in generate_latest(metrics.registry).decode()
+def test_scrapes_answer_without_the_database_and_the_registry_size_is_nan(
+    tmp_path: Path,
+) -> None:
+    """The count is taken with the health check, never by a scrape: with the database
+    gone, /metrics still answers at once (else Prometheus would see the runtime down)."""
+    database = EmbeddedDatabase(tmp_path / "db").start()
+    server = RuntimeServer(database.uri, secrets.token_urlsafe(16), tmp_path / "r.log").start()
+    try:
+        with server.client() as client:
+            wait_for_registry(client, 0)
+            database.stop()
+            with httpx.Client(base_url=server.url, timeout=1.0,
+                              headers={"Authorization": f"Bearer {server.token}"}) as quick:
+                wait_for_registry(quick, "nan")
+                assert value(scrape(quick), "aios_database_up") == 0
+    finally:
+        server.stop()
+        database.stop()

@@ -8,13 +8,11 @@ becomes a label value only for the first ``max_clusters`` clusters the process r
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pymongo.errors import PyMongoError
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -88,8 +86,8 @@ class RuntimeMetrics:
         )
         self.registry_clusters = Gauge(
             "aios_registry_clusters",
-            "Cluster documents in the clusters registry this process serves (read at each "
-            "scrape; NaN while the database cannot count them)",
+            "Cluster documents in the clusters registry this process serves (counted with "
+            "the database's health check; NaN while the database cannot count them)",
             registry=self.registry,
         )
         self.governance_decisions = Counter(
@@ -162,17 +160,10 @@ class RuntimeMetrics:
         """Report ``healthy()`` (read at each scrape) as aios_database_up."""
         self.database_up.set_function(lambda: 1.0 if healthy() else 0.0)
 
-    def watch_registry(self, count: Callable[[], int]) -> None:
-        """Report ``count()`` (read at each scrape) as aios_registry_clusters; NaN when it
-        fails, so a scrape still answers while the database is away."""
-
-        def read() -> float:
-            try:
-                return float(count())
-            except PyMongoError:
-                return math.nan
-
-        self.registry_clusters.set_function(read)
+    def watch_registry(self, count: Callable[[], float]) -> None:
+        """Report ``count()`` (read at each scrape, so it must not ask the database) as
+        aios_registry_clusters."""
+        self.registry_clusters.set_function(count)
 
     def record_governance(self, cluster_id: str, action: str, allowed: bool,
                           outcome: str) -> None:

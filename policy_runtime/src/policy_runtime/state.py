@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from policy_runtime.clusters.store import ClusterStore
 from policy_runtime.config import RunMode, Settings
@@ -53,6 +55,9 @@ class Runtime:
     # What this process sends to the policies system and executors.
     remote_token: str | None = None
     database_healthy: bool = True
+    # clusters in the registry, counted by the health watcher (NaN until it has, or while
+    # the database is away): /metrics reads it without asking the database
+    registry_clusters: float = math.nan
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -73,7 +78,8 @@ class Runtime:
         if modes & {RunMode.CLUSTERS, RunMode.CONTROLLER}:
             runtime.clusters = ClusterStore(db, settings.query_timeout_seconds)
             _ensure_indexes(runtime.clusters.ensure_indexes)
-            runtime.metrics.watch_registry(runtime.clusters.count)
+        if RunMode.CLUSTERS in modes:
+            runtime.metrics.watch_registry(lambda: runtime.registry_clusters)
         if modes & {RunMode.POLICIES, RunMode.CONTROLLER}:
             store = PolicyStore(db)
             _ensure_indexes(store.ensure_indexes)
@@ -127,6 +133,15 @@ class Runtime:
             if healthy != self.database_healthy:
                 log.warning("database %s", "reachable again" if healthy else "unreachable")
             self.database_healthy = healthy
+            self._count_registry(healthy)
+
+    def _count_registry(self, healthy: bool) -> None:
+        if self.clusters is None or RunMode.CLUSTERS not in self.settings.run_modes:
+            return
+        try:
+            self.registry_clusters = float(self.clusters.count()) if healthy else math.nan
+        except PyMongoError:
+            self.registry_clusters = math.nan
 
     def close(self) -> None:
         self._stop.set()
