@@ -83,7 +83,7 @@ def load(url: str, token: str, seconds: float, clients: int, allow_uri: str,
         parts = list(executor.map(_load_part, [url] * processes, [token] * processes,
                                   [seconds] * processes, shares, [allow_uri] * processes,
                                   [cluster_ids] * processes))
-    stats: dict = {"requests": Counter(), "errors": [], "acked": {}}
+    stats: dict = {"requests": Counter(), "errors": [], "acked": {}, "retried": 0}
     for part in parts:
         stats["requests"].update(part["requests"])
         stats["errors"].extend(part["errors"])
@@ -96,9 +96,22 @@ def _load_part(url: str, token: str, seconds: float, numbers: list[int], allow_u
     return asyncio.run(_clients(url, token, seconds, numbers, allow_uri, cluster_ids))
 
 
+async def _send(api: httpx.AsyncClient, stats: dict, method: str, path: str,
+                body: dict) -> httpx.Response:
+    """One request, sent again once when the server closed the kept-alive connection
+    before answering it (the race every HTTP client meets when it reuses a connection the
+    server is closing, RFC 9112 9.3.1). Every request here is idempotent (reads, and
+    updates that set a value); the retries are counted and reported."""
+    try:
+        return await api.request(method, path, json=body)
+    except (httpx.ReadError, httpx.RemoteProtocolError):
+        stats["retried"] += 1
+        return await api.request(method, path, json=body)
+
+
 async def _clients(url: str, token: str, seconds: float, numbers: list[int], allow_uri: str,
                    cluster_ids: list[str]) -> dict:
-    stats: dict = {"requests": Counter(), "errors": [], "acked": {}}
+    stats: dict = {"requests": Counter(), "errors": [], "acked": {}, "retried": 0}
     limits = httpx.Limits(max_connections=len(numbers), max_keepalive_connections=len(numbers))
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"},
                                  timeout=60, limits=limits) as api:
@@ -110,23 +123,21 @@ async def _clients(url: str, token: str, seconds: float, numbers: list[int], all
             sequence = 0
             while time.monotonic() < deadline:
                 kind = rng.choice(("eval", "eval", "query", "update"))
+                if kind == "update":
+                    sequence += 1
+                request = {
+                    "eval": ("POST", f"/policies/{allow_uri}/eval", {"input_data": {"n": number}}),
+                    "query": ("POST", "/clusters/query", {"filter": {"id": cluster_id}}),
+                    "update": ("PATCH", f"/clusters/update/{cluster_id}",
+                               {f"clusterMetadata.additionalInfo.client{number}": sequence}),
+                }[kind]
                 try:
-                    if kind == "eval":
-                        response = await api.post(f"/policies/{allow_uri}/eval",
-                                                  json={"input_data": {"n": number}})
-                    elif kind == "query":
-                        response = await api.post("/clusters/query",
-                                                  json={"filter": {"id": cluster_id}})
-                    else:
-                        sequence += 1
-                        response = await api.patch(
-                            f"/clusters/update/{cluster_id}",
-                            json={f"clusterMetadata.additionalInfo.client{number}": sequence})
-                        if response.status_code == 200:
-                            stats["acked"][number] = (cluster_id, sequence)
+                    response = await _send(api, stats, *request)
                 except httpx.HTTPError as exc:
                     stats["errors"].append(f"{kind}: {type(exc).__name__} {exc}")
                     continue
+                if kind == "update" and response.status_code == 200:
+                    stats["acked"][number] = (cluster_id, sequence)
                 stats["requests"][kind] += 1
                 if response.status_code != 200:
                     stats["errors"].append(f"{kind}: {response.status_code} {response.text[:200]}")
@@ -165,7 +176,8 @@ def test_200_clients_mixed_load_loses_nothing(database: EmbeddedDatabase, tmp_pa
         REPORT.append(
             f"load: {LOAD_CLIENTS} clients for {LOAD_SECONDS:.0f} s, {total} requests "
             f"({dict(stats['requests'])}, {total / LOAD_SECONDS:.0f}/s), "
-            f"{len(stats['errors'])} errors, {len(lost)} lost updates, "
+            f"{len(stats['errors'])} errors, {stats['retried']} sent again after a closed "
+            f"keep-alive connection, {len(lost)} lost updates, "
             f"runtime RSS {before:.0f} -> {after:.0f} MiB")
         assert stats["errors"] == [], stats["errors"][:5]
         assert lost == []
