@@ -4,7 +4,8 @@ Starts a real runtime (``aios-policy serve``) with its embedded database, publis
 example policy, then drives ``POST /policies/{uri}/eval`` and, for comparison, the bare
 ``GET /healthz`` of the same server, each with the same number of concurrent keep-alive
 clients for a bounded time, with 1, 8 and 32 clients. Prints requests/s, p50 and p99 of
-both, and the share of the bare rate that decisions reach.
+both, and the share of the bare rate that decisions reach; then, with 8 clients, the same
+decisions sent with a scoped (executor) token, to show what the token lookup costs.
 Targets (8 clients): decisions/s >= 70 % of the bare /healthz rate, p99 <= 10 ms.
 """
 
@@ -114,6 +115,18 @@ def main() -> int:
                     clients, args.seconds,
                 )
                 figures[clients] = (bare, decisions)
+            # The auth check's cost: the same decisions with a scoped (executor) token,
+            # looked up in the token store, against the bootstrap token above.
+            scoped_at = 8 if 8 in counts else counts[0]
+            made = httpx.post(f"http://127.0.0.1:{port}/tokens", headers=headers,
+                              json={"name": "bench-executor", "role": "executor"})
+            made.raise_for_status()
+            print(f"measuring POST /policies/{uri}/eval with an executor token, "
+                  f"{scoped_at} clients ...", flush=True)
+            scoped = measure(
+                port, _request("POST", f"/policies/{uri}/eval", made.json()["token"], eval_body),
+                scoped_at, args.seconds,
+            )
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
@@ -131,6 +144,14 @@ def main() -> int:
                 failed = True
                 print(f"{clients} clients, {label}: {len(measured['errors'])} non-200 answers, "
                       f"e.g. {measured['errors'][0]}")
+    if scoped["errors"]:
+        failed = True
+        print(f"executor token: {len(scoped['errors'])} non-200 answers, "
+              f"e.g. {scoped['errors'][0]}")
+    bootstrap_rate = figures[scoped_at][1]["rate"]
+    print(f"{scoped_at} clients, executor token: {scoped['rate']:.0f} decisions/s, p99 "
+          f"{scoped['p99_ms']:.2f} ms ({scoped['rate'] / bootstrap_rate:.1%} of the bootstrap "
+          "token's rate)")
     print()
     target = 8 if 8 in figures else counts[0]
     bare, decisions = figures[target]

@@ -161,18 +161,27 @@ def run(local: Local, manifests: Path) -> int:
         return done.returncode
     if tenant_demo(local, url, token) != 0:
         return 1
-    print(f"\nThe runtime keeps running at {url} (API docs: {url}/docs).")
-    print(f'  try:   curl -H "Authorization: Bearer $(cat {local.token_file})" {url}/clusters')
-    print("  stop:  make stop")
+    print(closing_message(url, local.token_file, bin_dir))
+    return 0
+
+
+def closing_message(url: str, token_file: Path, bin_dir: Path) -> str:
+    """What ``make run`` ends with: where the runtime is, how to try and stop it, and
+    where the collection's tools are (``bin_dir``, relative to the checkout if inside)."""
     try:
         tools = bin_dir.relative_to(REPO)
+        on_path = f"$PWD/{tools}"  # the message is for a shell in the checkout
     except ValueError:
-        tools = bin_dir
-    print(f"  tools: aios-policy (eval, check, test) and ansible-playbook are in {tools}/; "
-          "`make shell` opens a shell with them on PATH and the aios.platform collection "
-          f'found (or:  export PATH="$PWD/{tools}:$PATH" '
-          "ANSIBLE_COLLECTIONS_PATH=$PWD/build/collections)")
-    return 0
+        tools = on_path = bin_dir
+    return "\n".join([
+        f"\nThe runtime keeps running at {url} (API docs: {url}/docs).",
+        f'  try:   curl -H "Authorization: Bearer $(cat {token_file})" {url}/clusters',
+        "  stop:  make stop",
+        f"  tools: aios-policy (eval, check, test) and ansible-playbook are in {tools}/; "
+        "`make shell` opens a shell with them on PATH and the aios.platform collection "
+        f'found (or:  export PATH="{on_path}:$PATH" '
+        "ANSIBLE_COLLECTIONS_PATH=$PWD/build/collections)",
+    ])
 
 
 OTHER_CLUSTER_ID = "cluster-west-vision-001"

@@ -48,8 +48,15 @@ options:
         subsets), for O(state=present) without O(node).
       - vCPUs are C(processor_vcpus), memory and swap C(memtotal_mb) and C(swaptotal_mb),
         disks the whole block devices of C(devices) (not loop, ram, zram, device-mapper,
-        optical or removable ones) with their total size, interfaces those of C(interfaces)
-        except loopback, and the bandwidths the sum of their link speeds in MB/s.
+        optical or removable ones) with their total size.
+      - Interfaces are the physical and bonded ones of C(interfaces), that is those backed
+        by a device (their facts have C(pciid)) and bonds (C(type=bonding)), but not a
+        bond's members (counted in their bond), loopbacks or bridges. Container, overlay and
+        tunnel interfaces (C(docker0), C(veth*), C(cni0), C(flannel.1), C(cali*),
+        C(vxlan*), C(tunl0), C(kube-ipvs0), C(virbr*), C(br-*) and the like) are not
+        counted, also by name when the facts have no details of the interface.
+      - The bandwidths are the sum of the counted interfaces' link speeds in MB/s (an
+        unknown speed counts 0).
     type: dict
   gpus:
     description:
@@ -132,6 +139,8 @@ registered:
   returned: when O(state=present) and the cluster already holds the node
 """
 
+import re
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.aios.platform.plugins.module_utils.api_client import (
     API_ARGUMENT_SPEC,
@@ -143,6 +152,13 @@ from ansible_collections.aios.platform.plugins.module_utils.api_client import (
 NO_GPUS = {"count": 0, "memory": 0, "gpus": [], "features": [], "modelNames": []}
 # Block devices that are not disks of the node.
 VIRTUAL_DEVICES = ("loop", "ram", "zram", "dm-", "sr", "fd", "nbd", "md")
+# Names of interfaces that are no network card of the node: loopback, container, overlay,
+# tunnel and bridge devices (Docker, CNI plugins, kube-proxy's IPVS, libvirt, WireGuard).
+# The facts' details decide first; the names also cover facts without them.
+VIRTUAL_INTERFACES = re.compile(
+    r"^(lo$|docker|veth|cni|flannel|cali|vxlan|tun|tap|kube-|virbr|br-|vnet|ifb|dummy"
+    r"|cilium|lxc|weave|wg|genev|gre|sit|ip6tnl|nodelocaldns|antrea|ovs-)"
+)
 DECISION_FIELDS = (
     "allowed",
     "policy_allowed",
@@ -174,13 +190,41 @@ def storage_of(facts):
     return {"disks": disks, "size": size // (1024 * 1024)}
 
 
+def interface_facts(facts, name):
+    """An interface's facts: ansible_facts names them with "-" as "_" ("br-x" is "br_x",
+    "flannel.1" stays); "." as "_" too is accepted. None when the facts have none."""
+    for key in (name.replace("-", "_"), name, name.replace("-", "_").replace(".", "_")):
+        details = facts.get(key)
+        if isinstance(details, dict):
+            return details
+    return None
+
+
+def physical_interfaces(facts):
+    """The node's physical and bonded interfaces: [(name, facts)], by name."""
+    names = [n for n in (facts.get("interfaces") or []) if isinstance(n, str)]
+    details = dict((n, interface_facts(facts, n)) for n in names)
+    members = set()
+    for item in details.values():
+        if item and item.get("type") == "bonding":
+            members.update(item.get("slaves") or [])
+    kept = []
+    for name in sorted(names):
+        item = details[name]
+        if VIRTUAL_INTERFACES.match(name) or name in members:
+            continue
+        if item is None:  # no details: the name decides
+            kept.append((name, {}))
+        elif item.get("type") in ("loopback", "bridge") or "perm_macaddress" in item:
+            continue  # perm_macaddress: a bond's member
+        elif item.get("type") == "bonding" or item.get("pciid"):
+            kept.append((name, item))
+    return kept
+
+
 def network_of(facts):
-    interfaces = [i for i in (facts.get("interfaces") or []) if i != "lo"]
-    speed = 0
-    for name in interfaces:
-        details = facts.get(name.replace("-", "_").replace(".", "_")) or {}
-        if isinstance(details, dict) and details.get("type") != "loopback":
-            speed += max(_number(details.get("speed")), 0)
+    interfaces = physical_interfaces(facts)
+    speed = sum(max(_number(item.get("speed")), 0) for _name, item in interfaces)
     bandwidth = speed // 8  # Mb/s to MB/s
     return {"interfaces": len(interfaces), "txBandwidth": bandwidth, "rxBandwidth": bandwidth}
 

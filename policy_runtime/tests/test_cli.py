@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE_DIRS, EXAMPLES_DIR
+from conftest import EXAMPLE_DIRS, EXAMPLES_DIR, REPO_ROOT
 from policy_sources import ALLOW_ALL, eval_body
 
 
@@ -149,3 +151,34 @@ def test_test_without_cases_is_an_error(tmp_path: Path) -> None:
 def test_usage_errors_go_to_stderr() -> None:
     done = aios_policy("eval")
     assert done.returncode == 2 and done.stdout == "" and "POLICY_FILE" in done.stderr
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    from policy_runtime.cli import build_parser
+
+    parser = build_parser()
+    (subparsers,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(subparsers.choices)
+
+
+@pytest.mark.parametrize("doc", ["policy_runtime/README.md", "docs/policy-author-guide.md"])
+def test_documented_usage_names_every_option(doc: str) -> None:
+    """Each documented ``aios-policy <command>`` line names every option the command takes."""
+    text = (REPO_ROOT / doc).read_text()
+    shown = dict(re.findall(r"^aios-policy (\w+) (.*)$", text, re.M))
+    assert {"eval", "check", "test"} <= set(shown), doc
+    for command, usage in shown.items():
+        sub = _subcommands()[command]
+        flags = {option for action in sub._actions for option in action.option_strings
+                 if option.startswith("--") and option != "--help"}
+        missing = {flag for flag in flags if not re.search(rf"(\[|\| ){flag}\b", usage)}
+        assert not missing, f"{doc}: aios-policy {command} does not show {sorted(missing)}"
+
+
+def test_check_says_what_it_runs() -> None:
+    done = aios_policy("--help")
+    assert done.returncode == 0
+    assert "every static check publishing runs" in " ".join(done.stdout.split())
+    assert "compile a policy and check its contract" not in done.stdout
+    assert _subcommands()["check"].description.startswith(
+        "run every static check publishing runs")

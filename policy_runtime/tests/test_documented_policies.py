@@ -9,14 +9,20 @@ import re
 
 import pytest
 from conftest import EXAMPLES_DIR, REPO_ROOT
-from onboarded import A100_80GB, L4_24GB, cluster, node
+from onboarded import A100_80GB, L4_24GB, cluster, gpu, node
 
 from policy_runtime.evaluation import PolicyEvaluator
 from policy_runtime.policy_files import load_policy_path
 
-DOCS = [REPO_ROOT / "policy_runtime" / "README.md", REPO_ROOT / "README.md",
-        REPO_ROOT / "policies" / "README.md"]
+# Every page that shows a policy or a node's JSON: its policies run, and its node JSON is
+# compared, on what the collection's onboarding code makes.
+DOCS = [REPO_ROOT / "policy_runtime" / "README.md",
+        REPO_ROOT / "docs" / "policy-author-guide.md",
+        REPO_ROOT / "docs" / "cluster-owner-guide.md"]
 _BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+_JSON_BLOCK = re.compile(r"```json\n(.*?)```", re.S)
+# the nvidia-smi line of each GPU model the docs show
+NVIDIA_SMI = {"NVIDIA A100-SXM4-80GB": A100_80GB, "NVIDIA L4": L4_24GB}
 
 CPU_ONLY = node("cpu-only")
 TWO_A100 = node("gpu-a100", A100_80GB, A100_80GB)
@@ -24,19 +30,37 @@ ONE_L4 = node("gpu-l4", L4_24GB)
 CLUSTER = cluster("cluster-docs", TWO_A100, CPU_ONLY, node("gpu-a100-2", A100_80GB))
 
 
-def documented_policies() -> list[tuple[str, str]]:
+def documented_policies(docs: list = DOCS) -> list[tuple[str, str]]:
     found = []
-    for doc in DOCS:
-        if doc.is_file():
-            for index, block in enumerate(_BLOCK.findall(doc.read_text())):
-                if "class AIOSv1PolicyRule" in block:
-                    found.append((f"{doc.relative_to(REPO_ROOT)}#{index}", block))
+    for doc in docs:
+        for index, block in enumerate(_BLOCK.findall(doc.read_text())):
+            if "class AIOSv1PolicyRule" in block:
+                found.append((f"{doc.relative_to(REPO_ROOT)}#{index}", block))
     return found
 
 
+def documented_gpu_json(docs: list = DOCS) -> list[tuple[str, dict]]:
+    """Every JSON block that shows GPUs: a node, or a node's ``gpus`` block."""
+    return [(f"{doc.relative_to(REPO_ROOT)}#{index}", json.loads(block))
+            for doc in docs for index, block in enumerate(_JSON_BLOCK.findall(doc.read_text()))
+            if '"modelName"' in block]
+
+
+def test_every_page_with_policies_or_node_json_is_checked() -> None:
+    pages = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "policy_runtime").glob("*.md")),
+             *sorted((REPO_ROOT / "docs").rglob("*.md")),
+             *sorted((REPO_ROOT / "policies").rglob("*.md"))]
+    showing = {page for page in pages
+               if documented_policies([page]) or documented_gpu_json([page])}
+    assert showing == set(DOCS)
+
+
 def add_node(new: dict) -> dict:
-    """What the governed add_node hands its policy."""
-    return {"cluster_id": CLUSTER["id"], "node": new, "cluster": CLUSTER}
+    """What the governed add_node hands its policy (upstream's keys beside ours)."""
+    from policy_runtime.governance.precheck import with_upstream_keys
+
+    return with_upstream_keys("add_node", {"cluster_id": CLUSTER["id"], "node": new,
+                                           "cluster": CLUSTER})
 
 
 def test_the_docs_show_policies() -> None:
@@ -133,11 +157,28 @@ def test_onboarded_shapes_are_what_the_docs_say() -> None:
 
 
 def test_docs_name_real_model_names_and_memory() -> None:
-    text = (REPO_ROOT / "policy_runtime" / "README.md").read_text()
-    assert "NVIDIA A100-SXM4-80GB" in text and "23034" in text
-    shown = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", text, re.S)
-             if '"gpu-node-1"' in b]
-    assert shown == [node("gpu-node-1", A100_80GB, A100_80GB)]
+    for doc in DOCS:
+        text = doc.read_text()
+        assert "NVIDIA A100-SXM4-80GB" in text and "23034" in text, doc
+    shown = documented_gpu_json()
+    assert {where.split("#")[0] for where, _ in shown} == {
+        str(doc.relative_to(REPO_ROOT)) for doc in DOCS}
+    for where, value in shown:
+        gpus = value["gpus"] if "id" in value else value
+        lines = [NVIDIA_SMI[g["modelName"]] for g in gpus["gpus"]]
+        if "id" in value:  # a nodeData entry, as onboarding makes it
+            assert value == node(value["id"], *lines), where
+        else:  # a node's gpus block, as gpu_facts makes it
+            assert value == gpu.gpus_block(gpu.parse_gpus("\n".join(lines))), where
+
+
+def test_docs_show_a_gpu_less_node_as_onboarding_makes_it() -> None:
+    shown = {doc: re.search(r'A node without GPUs has `"gpus": (\{.*?\})`',
+                            " ".join(doc.read_text().split())) for doc in DOCS}
+    shown = {doc: found for doc, found in shown.items() if found}
+    assert len(shown) >= 2, "the README and the author guide show a GPU-less node"
+    for doc, found in shown.items():
+        assert json.loads(found.group(1)) == CPU_ONLY["gpus"], doc
 
 
 
@@ -175,6 +216,53 @@ def test_openapi_shows_the_action_inputs(api) -> None:
     pre_check = document["paths"]["/pre-check/{action}"]["post"]["requestBody"]
     refs = {r["$ref"] for r in pre_check["content"]["application/json"]["schema"]["anyOf"]}
     assert "#/components/schemas/UpdateClusterInput" in refs
+
+
+def test_action_inputs_routes_answer_the_schemas_the_openapi_shows(api) -> None:
+    from policy_runtime.governance import inputs
+
+    components = api.get("/openapi.json").json()["components"]["schemas"]
+    listed = api.get("/action-inputs")
+    assert listed.status_code == 200, listed.text
+    assert sorted(listed.json()) == inputs.names()
+    for action, schema in listed.json().items():
+        assert {k: v for k, v in schema.items() if k != "$schema"} == components[
+            inputs.component_name(action)], action
+        one = api.get(f"/action-inputs/{action}")
+        assert one.status_code == 200 and one.json() == schema, action
+    assert api.get("/action-inputs/create_cluster").json() == listed.json()["add_cluster"]
+    unknown = api.get("/action-inputs/create_node")
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"].startswith("unknown action 'create_node'; ")
+    assert all(name in unknown.json()["detail"] for name in inputs.names())
+
+
+def test_the_test_command_points_at_the_schema_it_checked(api, tmp_path) -> None:
+    """A case of the wrong shape names GET /action-inputs/<action>, and that route answers
+    the schema the case was checked against."""
+    from test_cli import aios_policy
+
+    from policy_runtime import schemas
+    from policy_runtime.governance import inputs
+
+    directory = tmp_path / "p"
+    (directory / "cases").mkdir(parents=True)
+    (directory / "policy.py").write_text(
+        (EXAMPLES_DIR / "add-node-gpu-minimum" / "policy.py").read_text())
+    (directory / "policy.json").write_text(json.dumps({"name": "x", "version": "v1",
+                                                       "tags": ["gpu", "add_node"]}))
+    handmade = {"node": {"id": "n1", "gpus": [{"modelName": "A100", "memory": 80}]}}
+    (directory / "cases" / "handmade.json").write_text(json.dumps(
+        {"input_data": handmade, "expected": {"allowed": False}}))
+    done = aios_policy("test", str(directory))
+    assert done.returncode == 1
+    pointer = re.search(r"\(GET (/action-inputs/\w+)\)", done.stdout)
+    assert pointer and pointer.group(1) == "/action-inputs/add_node", done.stdout
+    answered = api.get(pointer.group(1))
+    assert answered.status_code == 200
+    with pytest.raises(Exception, match=r"input_data\.node\.gpus: ") as refused:
+        schemas.validate(inputs.without_required(answered.json()), handmade, what="input_data")
+    assert str(refused.value.message) in done.stdout
 
 
 def test_aios_policy_test_checks_case_inputs_against_the_action(tmp_path) -> None:

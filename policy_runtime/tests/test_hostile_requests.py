@@ -326,6 +326,14 @@ ATTACKS: list = [
     pytest.param(schema_publish({"type": "object", "patternProperties": {"^(a+)+$": {}},
                                  "unevaluatedProperties": False}), 422,
                  "unevaluatedProperties cannot be combined", id="unevaluatedProperties-patterns"),
+    # a subschema naming a dialect would be validated by jsonschema's stock validator,
+    # with Python's backtracking re and no time limit
+    pytest.param(schema_publish({"type": "object", "properties": {"a": {
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "pattern": "^(a+)+$"}}}),
+        422, "$schema is allowed only at the top", id="nested-dialect-pattern"),
+    pytest.param(schema_publish({"$ref": "#/$defs/x", "$defs": {"x": {
+        "$schema": "http://json-schema.org/draft-07/schema#", "pattern": "^(a|aa)+$"}}}),
+        422, "$schema is allowed only at the top", id="nested-dialect-behind-ref"),
     # 5. connections
     pytest.param(header_flood(), 431, "", id="three-100MB-headers"),
     pytest.param(raw_request(BIG_HEADER), 431, "65536 bytes", id="header-over-limit"),

@@ -129,6 +129,54 @@ def test_eval_and_test_check_the_result_contract_of_the_type(
     assert "got error InvalidOutput" in done.stdout and needle in done.stdout
 
 
+@pytest.mark.parametrize(
+    "metadata",
+    [{"tags": ["add_node"]}, {"tags": "gpu,scale_block"}, {"tags": ["create_cluster"]},
+     {"metadata": {"action": "remove_node"}}],
+    ids=["action-tag", "tag-string", "upstream-alias", "metadata-action"],
+)
+def test_a_policy_for_a_governed_action_is_held_to_the_pre_check_contract(
+    tmp_path: Path, metadata: dict
+) -> None:
+    """No ``type``, but it names a governed action: the service runs it as that action's
+    pre-check and denies on a result without a boolean ``allowed``, so eval and test fail."""
+    code = eval_body("return {'allow': True}")
+    directory = policy_dir(tmp_path, code, {"a": {"input_data": {}, "expected": {"allow": True}}},
+                           **metadata)
+    done = aios_policy("eval", str(directory))
+    assert done.returncode == 1
+    error = single_json(done.stdout)["error"]
+    assert error["type"] == "InvalidOutput", error
+    assert "result has no 'allowed' (its keys: allow)" in error["message"]
+    tested = aios_policy("test", str(directory))
+    assert tested.returncode == 1
+    assert "got error InvalidOutput" in tested.stdout and "'allowed'" in tested.stdout
+
+
+def test_the_author_tools_and_the_service_hold_a_policy_to_one_contract() -> None:
+    """The kind the tools infer for a policy naming an action is how the service runs it."""
+    from policy_runtime import authoring
+    from policy_runtime.governance import inputs
+    from policy_runtime.governance.actions import ACTIONS, ALIASES, kind_of
+    from policy_runtime.governance.precheck import _interpret
+
+    for action in (*ACTIONS, *ALIASES):
+        assert authoring.policy_kind({"tags": [action]}) == kind_of(action) == "precheck"
+        assert inputs.action_of({"tags": [action]}) == ALIASES.get(action, action)
+    stability = {"metadata": {"action": "stability_check"}}
+    assert authoring.policy_kind(stability) == "stability_checker"
+    assert authoring.policy_kind({"type": "stability", "tags": ["add_node"]}) == (
+        "stability_checker")
+    assert authoring.policy_kind({"tags": ["add_node", "remove_node"]}) is None
+    # what the tools refuse, the service denies; what they accept, it decides on
+    for result in ({"allow": True}, {"allowed": "yes"}, [True]):
+        with pytest.raises(Exception, match="allowed"):
+            authoring.check_result_contract({"tags": ["add_node"]}, result)
+        assert _interpret(result, {})[0] is False
+    authoring.check_result_contract({"tags": ["add_node"]}, {"allowed": True})
+    assert _interpret({"allowed": True}, {})[0] is True
+
+
 def test_a_policy_without_a_type_keeps_any_json_result(tmp_path: Path) -> None:
     directory = policy_dir(tmp_path, eval_body("return {'allow': True}"))
     assert single_json(aios_policy("eval", str(directory)).stdout)["ok"] is True

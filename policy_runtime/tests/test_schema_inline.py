@@ -108,3 +108,25 @@ def test_inline_and_threaded_validation_report_the_same_error() -> None:
             schemas.validate(schema, value, what="input_data")
         messages.append(str(caught.value))
     assert messages[0] == messages[1] == "input_data.n: 4 is greater than the maximum of 3"
+
+
+def test_a_dialect_is_named_only_at_the_top_of_a_schema() -> None:
+    """$schema in a subschema makes jsonschema validate that part with its stock
+    validator (backtracking patterns, no time limit): refused at publish, and at the
+    decisions of a policy stored before that refusal."""
+    from policy_runtime import schemas
+    from policy_runtime.errors import InvalidPolicy
+
+    dialect = "https://json-schema.org/draft/2020-12/schema"
+    nested = {"$schema": dialect, "type": "object",
+              "properties": {"a": {"$schema": dialect, "pattern": "^(a+)+$"}}}
+    with pytest.raises(InvalidPolicy, match=r"policy_input_schema\.properties\.a: \$schema"):
+        schemas.check_schemas({"policy_input_schema": nested})
+    with pytest.raises(InvalidPolicy, match=r"\$schema is allowed only at the top"):
+        schemas.validate(nested, {"a": "a" * 40 + "!"}, what="input_data", timeout=0.5)
+    # at the top, as a property's name, or as data it is no dialect switch
+    fine = {"$schema": dialect, "type": "object",
+            "properties": {"$schema": {"type": "string"}},
+            "default": {"$schema": "x"}, "examples": [{"$schema": dialect}]}
+    schemas.check_schemas({"policy_input_schema": fine})
+    schemas.validate(fine, {"$schema": "anything"}, what="input_data")

@@ -175,3 +175,37 @@ def test_a_stability_policy_keeps_its_context_per_cluster(api: httpx.Client) -> 
               for _ in range(3)]
     assert counts == [1, 2, 3]
     assert mgmt(api, second, "run_now").json()["stability_check_data"]["checks"] == 1
+
+
+def test_a_new_interval_takes_effect_before_the_old_one_runs_out(
+    embedded_db: EmbeddedDatabase, tmp_path: Path
+) -> None:
+    """The loop's first check runs under the default interval (60 s); an interval set
+    afterwards is used from the loop's next look (within a second), not after 60 s."""
+    from test_governance_api import publish_code
+
+    cluster_id = f"interval-{secrets.token_hex(4)}"
+    env = {"AIOS_RUN_MODES": "policies,clusters,controller", "AIOS_DB_NAME": "aios_interval",
+           "AIOS_CLUSTER_ID": cluster_id}
+    server = RuntimeServer(embedded_db.uri, secrets.token_urlsafe(16), tmp_path / "s.log",
+                           **env).start()
+
+    def checks() -> int:
+        with server.client() as client:
+            latest = client.get("/check_stability", params={"cluster_id": cluster_id})
+        return latest.json()["stability_check_data"]["checks"] if latest.status_code == 200 else 0
+
+    try:
+        with server.client() as api:
+            assert api.post("/clusters", json={**copy.deepcopy(SEED), "id": cluster_id}
+                            ).status_code == 201
+            uri = publish_code(api, """
+                context["checks"] = context.get("checks", 0) + 1
+                return {"is_stable": True, "stability_check_data": {"checks": context["checks"]}}
+            """, type="stability")
+            assert mgmt(api, cluster_id, "set_policy", {"policy_rule_uri": uri}).status_code == 200
+            assert wait_for(lambda: checks() == 1), "the loop runs a first check at once"
+            mgmt(api, cluster_id, "set_interval", {"interval_seconds": 0.5})
+        assert wait_for(lambda: checks() >= 3, 10.0), checks()
+    finally:
+        server.stop()

@@ -185,6 +185,11 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("GET", "/docs/oauth2-redirect"): DOCS,
     ("GET", "/redoc"): DOCS,
     ("GET", "/metrics"): Case(P.METRICS_READ, "", lambda c, cid, x: ("/metrics", None, None)),
+    # policy authoring: what each action hands its policy, the OpenAPI document's schemas
+    ("GET", "/action-inputs"): Case(
+        P.DOCS_READ, "", lambda c, cid, x: ("/action-inputs", None, None)),
+    ("GET", "/action-inputs/{action}"): Case(
+        P.DOCS_READ, "", lambda c, cid, x: ("/action-inputs/add_node", None, None)),
     # policies
     ("POST", "/policies/{uri}/eval"): Case(
         P.POLICIES_EVAL, "", lambda c, cid, x: (f"/policies/{c.uri}/eval", None,
@@ -443,6 +448,9 @@ def test_the_role_table_matches_the_issue() -> None:
         ("POST", "/function/query"), ("POST", "/jobs/query"),
         ("POST", "/executor/{executor_id}/estimator/estimate")}
     owner = by_role["cluster-owner"]
+    # what a policy gets is public schema information: whoever may read policies reads it
+    authoring = {("GET", "/action-inputs"), ("GET", "/action-inputs/{action}")}
+    assert authoring <= owner & by_role["reader"] & by_role["operator"]
     assert not any(p.startswith(("/executor", "/tokens", "/audit", "/metrics")) for _, p in owner)
     assert ("DELETE", "/policies/{uri}") not in owner and ("POST", "/policies") in owner
     assert ("POST", "/policies/{uri}/eval") not in owner

@@ -50,6 +50,11 @@ def test_make_run_on_the_embedded_default(tmp_path: Path) -> None:
         rendered = list((tmp_path / "manifests").rglob("*.yaml"))
         assert len(rendered) > 50
         assert f"Manifests: {len(rendered)} rendered and validated" in first.stdout
+        # the governed update ran with the sample cluster owner's token, not the admin's
+        assert "Tenants: token 'owner-cluster-local-001' (role cluster-owner" in first.stdout
+        assert "PATCH /clusters/update/cluster-local-001" in first.stdout.split("Tenants:")[1]
+        assert "PATCH /clusters/update/cluster-west-vision-001 -> 403" in first.stdout
+        assert "make shell" in first.stdout, "make run says where the collection's tools are"
 
         state = json.loads((tmp_path / "state" / "runtime.json").read_text())
         url, headers = state["url"], {"Authorization": f"Bearer {token}"}

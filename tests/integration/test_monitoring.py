@@ -114,10 +114,15 @@ def test_service_monitors_scrape_the_runtime_and_plugin_services(
     rendered: dict[str, dict],
 ) -> None:
     """Each ServiceMonitor selects the Service its component table renders, on a port of
-    that Service, with the token Secret that component's Deployment itself reads."""
+    that Service, with a token the component accepts: the NuNet plugin's own, and for the
+    runtimes the reader token the policy_runtime role makes for Prometheus (never their
+    admin token)."""
     registries = yaml.safe_load((REPO / "roles/registries/defaults/main.yml").read_text())
     interlink = yaml.safe_load((REPO / "roles/interlink/vars/main.yml").read_text())
     aios = yaml.safe_load((REPO / "roles/aios/defaults/main.yml").read_text())
+    runtime = yaml.safe_load((REPO / "roles/policy_runtime/defaults/main.yml").read_text())
+    prometheus = next(row for row in runtime["policy_runtime_component_tokens"]
+                      if row["name"] == "prometheus")
     rows = {row["name"]: (registries["registries_namespace"], row)
             for row in registries["registries_components"]}
     rows["nunet-plugin"] = ("interlink", interlink["_interlink_plugin_component"])
@@ -138,9 +143,10 @@ def test_service_monitors_scrape_the_runtime_and_plugin_services(
         if row_name == "nunet-plugin":
             assert row["secret_env"].count("'secret': '" + secret["name"] + "'") == 1
         else:
-            wired = row["wiring"][row_name]["AIOS_API_TOKEN"]["secret"]
-            assert wired["name"] == "{{ aios_runtime_token_secret }}"
-            assert secret["name"] == aios["aios_runtime_token_secret"]
+            assert secret["name"] == f"{prometheus['name']}-runtime-token"
+            assert secret["name"] != aios["aios_runtime_token_secret"]
+            assert (prometheus["policies"], prometheus["clusters"]) == ("reader", "reader")
+            assert prometheus["namespace"] == "{{ registries_namespace | default('registries') }}"
 
     # The controllers: every Service cluster_onboarding renders in its controllers' namespace.
     onboarding = yaml.safe_load((REPO / "roles/cluster_onboarding/defaults/main.yml").read_text())

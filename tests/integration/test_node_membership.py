@@ -3,7 +3,9 @@
 Against a real policy runtime and a real control plane. The hosts are local; each has its
 own scripted ``kubeadm`` that records its calls (``join`` registers the Node, which kwok
 makes Ready, and writes the joined marker; ``reset`` removes it) and, for GPU hosts, an
-``nvidia-smi`` that prints a recorded query output. One control plane for the module.
+``nvidia-smi`` that prints a Tesla T4's query output. gpu-node is described by recorded
+host facts (tests/unit/fixtures/host_facts, with the interfaces a Kubernetes node adds);
+the other hosts gather this host's facts. One control plane for the module.
 """
 
 from __future__ import annotations
@@ -20,8 +22,14 @@ import httpx
 import pytest
 import yaml
 from control_plane import ControlPlane
-from render_site import REPO, run_playbook
+from render_site import COLLECTIONS, REPO, link_collection, run_playbook
 from test_gpu_facts import SUMMARY, T4
+
+link_collection()
+sys.path.insert(0, str(COLLECTIONS))
+from ansible_collections.aios.platform.plugins.modules.node_membership import (  # noqa: E402
+    node_document,
+)
 
 SEED = json.loads((REPO / "policies/clusters/cluster-west-vision-001.json").read_text())
 HEAD = """class AIOSv1PolicyRule:
@@ -56,13 +64,30 @@ KEEP = (
         return {"allowed": True, "input_data": input_data}
 """
 )
+TOKEN = "abcdef.0123456789abcdef"
 JOIN = (
-    "kubeadm join 127.0.0.1:6443 --token abcdef.0123456789abcdef "
-    "--discovery-token-ca-cert-hash sha256:" + "0" * 64
+    f"kubeadm join 127.0.0.1:6443 --token {TOKEN} --discovery-token-ca-cert-hash sha256:" + "0" * 64
 )
 GPU_HOSTS = ("gpu-node", "keep-node", "stuck-node")
-NEW_NODES = ("gpu-node", "warn-node", "cpu-node", "err-node", "slow-node")
-JOINING = ("gpu-node", "warn-node")
+NEW_NODES = ("gpu-node", "warn-node", "dryrun-node", "cpu-node", "err-node", "slow-node")
+JOINING = ("gpu-node", "warn-node", "dryrun-node")
+HOST_FACTS = REPO / "tests" / "unit" / "fixtures" / "host_facts"
+# gpu-node: the recorded VM's facts with the recorded Kubernetes interfaces added, and a T4.
+GPU_NODE = {
+    "id": "gpu-node",
+    "gpus": {
+        "count": 1,
+        "memory": 15360,
+        "gpus": [{"modelName": "Tesla T4", "memory": 15360}],
+        "features": ["fp16", "tensor_cores"],
+        "modelNames": ["Tesla T4"],
+    },
+    "vcpus": {"count": 2},
+    "memory": 24105,
+    "swap": 0,
+    "storage": {"disks": 1, "size": 262144},
+    "network": {"interfaces": 1, "txBandwidth": 0, "rxBandwidth": 0},
+}
 # Members before the leave: in the registry and on the control plane, joined.
 MEMBERS = ("keep-node", "stuck-node")
 LEAVING = ("gpu-node", *MEMBERS)
@@ -109,6 +134,13 @@ def calls(tmp: Path, host: str) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+def recorded_facts() -> dict:
+    """The recorded VM's facts with the recorded container and overlay interfaces added."""
+    vm = json.loads((HOST_FACTS / "vm_no_gpu.json").read_text())
+    added = json.loads((HOST_FACTS / "kubernetes_virtual_interfaces.json").read_text())
+    return {**vm, **added, "interfaces": vm["interfaces"] + added["interfaces"]}
+
+
 class Env:
     def __init__(self, tmp: Path, kube: ControlPlane, url: str, token: str) -> None:
         self.tmp, self.kube, self.url = tmp, kube, url
@@ -121,11 +153,13 @@ class Env:
         self.broken = f"members-broken-{uid}"
         self.slow = f"members-slow-{uid}"
         self.warned = f"members-warn-{uid}"
+        self.dryrun = f"members-dryrun-{uid}"
         for cid, add_node in (
             (self.cluster, GPU_MINIMUM),
             (self.broken, BROKEN),
             (self.slow, ENDLESS),
             (self.warned, GPU_MINIMUM),
+            (self.dryrun, GPU_MINIMUM),
         ):
             created = self.api.post("/clusters", json={**copy.deepcopy(SEED), "id": cid})
             assert created.status_code == 201, created.text
@@ -136,12 +170,13 @@ class Env:
                 "/pre-check-policies/update", params={"cluster_id": cid}, json=changes
             )
             assert mapped.status_code == 200, mapped.text
-        warn = self.api.post(
-            "/pre-check-policies/enforcement",
-            params={"cluster_id": self.warned},
-            json={"add_node": "warn"},
-        )
-        assert warn.status_code == 200, warn.text
+        for cid, mode in ((self.warned, "warn"), (self.dryrun, "dryrun")):
+            answer = self.api.post(
+                "/pre-check-policies/enforcement",
+                params={"cluster_id": cid},
+                json={"add_node": mode},
+            )
+            assert answer.status_code == 200, answer.text
         self.inventory = self.write_inventory()
 
     def publish(self, code: str) -> str:
@@ -163,12 +198,16 @@ class Env:
             "node_membership_joined_marker": str(directory / "joined"),
             "node_membership_environment": {"PATH": f"{directory / 'bin'}:/usr/bin:/bin"},
         }
+        if name == "gpu-node":
+            variables["node_membership_facts"] = recorded_facts()
         if name == "err-node":
             variables["node_membership_cluster_id"] = self.broken
         if name == "slow-node":
             variables["node_membership_cluster_id"] = self.slow
         if name == "warn-node":
             variables["node_membership_cluster_id"] = self.warned
+        if name == "dryrun-node":
+            variables["node_membership_cluster_id"] = self.dryrun
         return variables
 
     def write_inventory(self) -> Path:
@@ -221,7 +260,15 @@ class Env:
             }
         )
         (self.tmp / name / "joined").touch()
-        node = {**expected_node({}, name), "vcpus": {"count": 8}, "memory": 32768}
+        node = {
+            "id": name,
+            "gpus": GPU_NODE["gpus"],
+            "vcpus": {"count": 8},
+            "memory": 32768,
+            "swap": 0,
+            "storage": {"disks": 1, "size": 102400},
+            "network": {"interfaces": 1, "txBandwidth": 1250, "rxBandwidth": 1250},
+        }
         added = self.api.post(
             "/cluster-actions/add-node", params={"cluster_id": self.cluster}, json=node
         )
@@ -239,8 +286,8 @@ class Env:
         document = self.api.get(f"/clusters/{cid or self.cluster}").json()
         return [n["id"] for n in document["nodes"]["nodeData"]]
 
-    def registered(self, node_id: str) -> dict:
-        document = self.api.get(f"/clusters/{self.cluster}").json()
+    def registered(self, node_id: str, cid: str | None = None) -> dict:
+        document = self.api.get(f"/clusters/{cid or self.cluster}").json()
         return next(n for n in document["nodes"]["nodeData"] if n["id"] == node_id)
 
 
@@ -272,51 +319,6 @@ def local_facts(tmp: Path) -> dict:
         env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
     )
     return json.loads(done.stdout.split("=>", 1)[1])["ansible_facts"]
-
-
-def expected_node(facts: dict, node_id: str) -> dict:
-    devices = {
-        k: v
-        for k, v in facts.get("ansible_devices", {}).items()
-        if not k.startswith(("loop", "ram", "zram", "dm-", "sr", "fd", "nbd", "md"))
-        and str(v.get("removable", "0")) != "1"
-    }
-    interfaces = [i for i in facts.get("ansible_interfaces", []) if i != "lo"]
-    speed = sum(
-        max(
-            int(
-                (facts.get("ansible_" + i.replace("-", "_").replace(".", "_")) or {}).get("speed")
-                or 0
-            ),
-            0,
-        )
-        for i in interfaces
-    )
-    return {
-        "id": node_id,
-        "gpus": {
-            "count": 1,
-            "memory": 15360,
-            "gpus": [{"modelName": "Tesla T4", "memory": 15360}],
-            "features": ["fp16", "tensor_cores"],
-            "modelNames": ["Tesla T4"],
-        },
-        "vcpus": {"count": facts.get("ansible_processor_vcpus", 0)},
-        "memory": facts.get("ansible_memtotal_mb", 0),
-        "swap": facts.get("ansible_swaptotal_mb", 0),
-        "storage": {
-            "disks": len(devices),
-            "size": sum(
-                int(d["sectors"]) * int(d.get("sectorsize") or 512) for d in devices.values()
-            )
-            // (1024 * 1024),
-        },
-        "network": {
-            "interfaces": len(interfaces),
-            "txBandwidth": speed // 8,
-            "rxBandwidth": speed // 8,
-        },
-    }
 
 
 @pytest.fixture(scope="module")
@@ -386,19 +388,95 @@ def test_a_policy_that_errors_or_times_out_fails_closed(env: Env, joined: tuple)
     assert "KeyError" in first.stdout
 
 
-def test_warn_enforcement_lets_a_denied_node_join_and_says_so(env: Env, joined: tuple) -> None:
+@pytest.mark.parametrize("mode", ["warn", "dryrun"])
+def test_warn_and_dryrun_let_a_denied_node_join_and_say_so(
+    env: Env, joined: tuple, mode: str
+) -> None:
+    """The runtime lets an action its policy denied through under warn and dryrun alike."""
     _, _, first, logs, _ = joined
+    host, cid = f"{mode}-node", {"warn": env.warned, "dryrun": env.dryrun}[mode]
     assert (
-        "warn-node: join allowed under warn enforcement, the policy denied it "
-        "(node warn-node has no GPU)" in first.stdout
+        f"{host}: join allowed under {mode} enforcement, the policy denied it "
+        f"(node {host} has no GPU)" in first.stdout
     ), first.stdout[-6000:]
-    assert "but the enforcement mode is warn" in first.stderr
-    assert [c.split()[0] for c in logs["warn-node"]] == ["join"]
-    assert "warn-node" in env.node_ids(env.warned) and "warn-node" in env.kube.names("Node")
+    warning = f"{host}: the policy denied it (node {host} has no GPU), but the enforcement mode"
+    assert f"{warning} is {mode}" in " ".join(first.stderr.split())
+    assert [c.split()[0] for c in logs[host]] == ["join"]
+    assert host in env.node_ids(cid) and host in env.kube.names("Node")
+
+
+def test_the_join_token_is_never_shown(joined: tuple) -> None:
+    check, _, first, _, second = joined
+    for run in (check, first, second):
+        assert TOKEN not in run.stdout + run.stderr
 
 
 def test_the_registry_holds_the_node_as_its_facts_say(env: Env, joined: tuple) -> None:
-    assert env.registered("gpu-node") == expected_node(local_facts(env.tmp), "gpu-node")
+    # Recorded facts: 13 interfaces, of which only eth0 is a network card.
+    assert env.registered("gpu-node") == GPU_NODE
+    # This host's facts, gathered by the role.
+    live = {k.removeprefix("ansible_"): v for k, v in local_facts(env.tmp).items()}
+    assert env.registered("warn-node", env.warned) == node_document("warn-node", live, None)
+
+
+def stay_on_stuck_node(env: Env) -> None:
+    """Pods a drain leaves on stuck-node: a static pod's mirror pod (owned by the Node, as
+    the kubelet creates it) and a DaemonSet's pod."""
+    node = env.kube.get("Node", "stuck-node")
+    env.kube.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "static-web-stuck-node",
+                "namespace": "kube-system",
+                "annotations": {
+                    "kubernetes.io/config.mirror": "0" * 32,
+                    "kubernetes.io/config.source": "file",
+                },
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Node",
+                        "name": "stuck-node",
+                        "uid": node["metadata"]["uid"],
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": {
+                "nodeName": "stuck-node",
+                "containers": [{"name": "web", "image": "busybox"}],
+            },
+        }
+    )
+    env.kube.add(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "agent", "namespace": "kube-system"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {
+                    "metadata": {"labels": {"app": "agent"}},
+                    "spec": {
+                        "nodeSelector": {"kubernetes.io/hostname": "stuck-node"},
+                        "containers": [{"name": "a", "image": "busybox"}],
+                    },
+                },
+            },
+        }
+    )
+    env.kube.wait_for(
+        "the mirror pod and the DaemonSet's pod running on stuck-node",
+        lambda: (
+            sum(
+                p["spec"].get("nodeName") == "stuck-node" and p["status"].get("phase") == "Running"
+                for p in env.kube.list("Pod", "kube-system")
+            )
+            == 2
+        ),
+    )
 
 
 def test_leave_drains_removes_and_stops_at_a_denial_or_a_stuck_pod(env: Env, joined: tuple) -> None:
@@ -462,6 +540,7 @@ def test_leave_drains_removes_and_stops_at_a_denial_or_a_stuck_pod(env: Env, joi
             for p in env.kube.list("Pod", "default")
         ),
     )
+    stay_on_stuck_node(env)
     preview = env.play("leave_node.yml", "--check")
     assert "gpu-node: leave allowed (allowed) [check mode: nothing changed]" in preview.stdout
     assert "keep-node: leave DENIED" in preview.stdout, preview.stdout[-6000:]
@@ -485,7 +564,8 @@ def test_leave_drains_removes_and_stops_at_a_denial_or_a_stuck_pod(env: Env, joi
         for p in env.kube.list("Pod", "default")
         if p["spec"].get("nodeName") == "stuck-node"
     )
-    assert f"pods that would not move: default/{guarded}" in left.stdout
+    # Only the guarded pod: the drain leaves the mirror pod and the DaemonSet's pod alone.
+    assert f"pods that would not move: default/{guarded}; the node stays" in left.stdout
     assert "stuck-node: leave FAILED" in left.stdout
     assert "stuck-node" in env.kube.names("Node") and "stuck-node" in env.node_ids()
     assert calls(env.tmp, "stuck-node") == []

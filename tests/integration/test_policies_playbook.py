@@ -91,3 +91,33 @@ def test_survey_asks_only_for_documented_variables() -> None:
 def test_missing_url_is_named(tmp_path: Path) -> None:
     done = run_playbook("policies.yml", {"governance_policies_dir": str(tmp_path)})
     assert done.returncode != 0 and "Set governance_api_url (or aios_api_url)" in done.stdout
+
+
+def test_a_cluster_owner_token_governs_its_own_cluster_only(runtime) -> None:
+    """The playbook needs no admin token: an owner token of the cluster, granted the
+    examples' name prefixes, publishes and maps; another owner's cluster is refused."""
+    url, admin = runtime
+    admin_headers = {"Authorization": f"Bearer {admin}"}
+    own, foreign = new_cluster(url, admin_headers), new_cluster(url, admin_headers)
+    prefixes = sorted(p.name for p in (REPO / "policies" / "examples").iterdir() if p.is_dir())
+    made = httpx.post(f"{url}/tokens", headers=admin_headers, json={
+        "name": f"owner-{own}", "role": "cluster-owner", "clusters": [own],
+        "policy_prefixes": prefixes})
+    assert made.status_code == 201, made.text
+    owner = made.json()["token"]
+    variables = {"aios_api_url": url, "aios_api_token": owner, "aios_cluster_id": own,
+                 "governance_policies_dir": str(REPO / "policies" / "examples"),
+                 "governance_precheck_map": {"add_node": "add-node-gpu-minimum"}}
+    first = run_playbook("policies.yml", variables)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert owner not in first.stdout
+    cluster = httpx.get(f"{url}/clusters/{own}", headers=admin_headers).json()
+    mapped = cluster["config"]["actionsPolicyMap"]["add_node"]
+    assert mapped.endswith("add-node-gpu-minimum:v0.1.0-stable")
+    again = run_playbook("policies.yml", variables)
+    assert again.returncode == 0 and changed(again.stdout) == 0, again.stdout
+
+    refused = run_playbook("policies.yml", {**variables, "aios_cluster_id": foreign})
+    assert refused.returncode != 0 and "403" in refused.stdout, refused.stdout
+    untouched = httpx.get(f"{url}/clusters/{foreign}", headers=admin_headers).json()
+    assert "add_node" not in untouched["config"].get("actionsPolicyMap", {})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import kubernetes_validate
@@ -166,13 +168,16 @@ def test_rendering_twice_gives_identical_files(
     assert done.returncode == 0
     repeat = render_site(tmp_path, PUBLIC)
     assert "changed=0" in repeat.stdout, "a second render into the same directory changes nothing"
-    # Generated Secrets differ between directories (and are reused within one).
-    again = {p.relative_to(tmp_path): p.read_text() for p in sorted(tmp_path.rglob("*.yaml"))
-             if not p.name.startswith("secret-")}
+    # Generated Secrets differ between directories (and are reused within one), and so does
+    # the digest of the runtimes' tokens file that their pods carry.
+    digest = re.compile(r"(aios\.platform/tokens-file-sha256: )[0-9a-f]{64}")
+    again = {p.relative_to(tmp_path): digest.sub(r"\1", p.read_text())
+             for p in sorted(tmp_path.rglob("*.yaml")) if not p.name.startswith("secret-")}
     first_root = next(iter(rendered)).parents[1]
-    first = {p.relative_to(first_root): p.read_text() for p in rendered
+    first = {p.relative_to(first_root): digest.sub(r"\1", p.read_text()) for p in rendered
              if not p.name.startswith("secret-")}
     assert again == first
+    assert sum("aios.platform/tokens-file-sha256: " in text for text in first.values()) == 2
 
 
 def test_options_render_valid_manifests(tmp_path: Path) -> None:
@@ -211,6 +216,12 @@ def test_options_render_valid_manifests(tmp_path: Path) -> None:
         pod = manifest.get("spec", {}).get("template", {}).get("spec")
         if pod:
             assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    # the tokens files list the callers of the installed parts only
+    tokens_file = by_name[("Secret", "aios-policy-runtime-tokens-file")]["stringData"]
+    assert [e["name"] for e in json.loads(tokens_file["policies-system.json"])] == [
+        "prometheus", "templates-registry"]
+    assert [e["name"] for e in json.loads(tokens_file["clusters-db.json"])] == ["prometheus"]
+    assert ("Secret", "search-server-runtime-token") not in by_name
     metrics = next(m for m in rendered.values() if m["metadata"]["name"] == "global-block-metrics"
                    and m["kind"] == "Deployment")
     container = metrics["spec"]["template"]["spec"]["containers"][0]
@@ -252,9 +263,15 @@ def test_generated_secret_is_private_and_reused(tmp_path: Path) -> None:
     token = manifests(tmp_path / "policy_runtime")[path]["stringData"]["token"]
     assert len(token) >= 32
     assert path.stat().st_mode & 0o777 == 0o600
+    # and so are the token of every component that calls the runtime
+    components = {p: m["stringData"]["token"] for p, m in manifests(tmp_path).items()
+                  if p.name.endswith("-runtime-token.yaml") and p != path}
+    assert len(components) == 7 and all(len(t) >= 32 for t in components.values())
     again = render_site(tmp_path, PUBLIC)
     assert again.returncode == 0 and token not in again.stdout
     assert manifests(tmp_path / "policy_runtime")[path]["stringData"]["token"] == token
+    assert not [t for t in components.values() if t in again.stdout]
+    assert {p: manifests(p.parent)[p]["stringData"]["token"] for p in components} == components
 
 
 def test_external_secrets_are_named_in_the_readme(tmp_path: Path) -> None:
@@ -263,6 +280,10 @@ def test_external_secrets_are_named_in_the_readme(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("secret-*.yaml"))
     readme = (tmp_path / "README.md").read_text()
     assert "Secret `aios-policy-runtime-token` in namespace `registries`" in readme
+    # no token is known, so neither is the tokens file listing their hashes
+    assert "Secret `search-server-runtime-token` in namespace `utils`" in readme
+    assert ("Secret `aios-policy-runtime-tokens-file` in namespace `registries` (part "
+            "`policy_runtime`),\n  keys `policies-system.json`, `clusters-db.json`") in readme
 
 
 def test_a_variable_an_image_needs_fails_the_render_by_name(tmp_path: Path) -> None:

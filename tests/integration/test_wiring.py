@@ -12,6 +12,7 @@ Three checks over what render mode writes (playbooks/site.yml and playbooks/inte
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -42,7 +43,8 @@ TABLES = {
     "metrics": "metrics_components",
     "core_services": "core_services_components",
 }
-WIRING_KEYS = {"value", "mongo", "secret", "default", "required", "meaning", "file", "keep_empty"}
+WIRING_KEYS = {"value", "mongo", "secret", "default", "required", "meaning", "file", "keep_empty",
+               "header"}
 # Deployments that run this project's images, with the Dockerfile of each image.
 OUR_IMAGES = {
     "policies-system": REPO / "policy_runtime" / "Dockerfile",
@@ -111,6 +113,10 @@ def test_the_wiring_table_covers_every_container() -> None:
                 assert fact.get("meaning") and fact.get("file"), f"{where}: meaning and file"
                 if fact["file"].startswith(("policy_runtime/", "interlink_nunet/")):
                     assert (REPO / fact["file"]).is_file(), where
+                if fact.get("header"):  # the bearer header upstream's callers add
+                    assert fact["file"] == "docs/compatibility/README.md", where
+                    assert fact["secret"] == {"name": f"{row['name']}-runtime-token",
+                                              "key": "token"}, where
 
 
 def test_upstreams_fixes_are_in_the_output(output: dict[str, Path]) -> None:
@@ -230,6 +236,75 @@ def test_member_clusters_get_node_ports_on_the_public_address(output: dict[str, 
         assert node_ports.get(parts.port) == meant[key], key
 
 
+# --- the callers of the runtime: a token of their own each ---------------------------------
+
+# The runtimes (Deployments), with the key of each one's tokens file and what in an env
+# value means a call to it (its Service, or its NodePort on the public address).
+RUNTIMES = {
+    "policies-system": ("policies-system.json", ("policies-system.registries.svc",
+                                                 f"{PUBLIC_ADDRESS}:30102")),
+    "clusters-db": ("clusters-db.json", ("clusters-db-service.registries.svc",
+                                         f"{PUBLIC_ADDRESS}:30101")),
+}
+
+
+def tokens_files(output: dict[str, Path]) -> dict[str, dict[str, dict]]:
+    """Runtime -> its rendered tokens file, by token name."""
+    aios = yaml.safe_load((REPO / "roles" / "aios" / "defaults" / "main.yml").read_text())
+    return {runtime: {entry["name"]: entry for entry in json.loads(rendered_secret(
+                output, "registries", aios["aios_runtime_tokens_file_secret"], key))}
+            for runtime, (key, _) in RUNTIMES.items()}
+
+
+def component_tokens(output: dict[str, Path]) -> dict[str, str]:
+    """Component -> the token of its rendered <component>-runtime-token Secret (not the
+    runtime's own admin token, aios-policy-runtime-token)."""
+    return {m["metadata"]["name"].removesuffix("-runtime-token"): m["stringData"]["token"]
+            for m in objects(output)
+            if m["kind"] == "Secret" and m["metadata"]["name"].endswith("-runtime-token")
+            and m["metadata"]["name"] != "aios-policy-runtime-token"}
+
+
+def test_every_caller_of_the_runtime_has_a_token_of_its_own(output: dict[str, Path]) -> None:
+    """Every Deployment whose env points at policies-system or clusters-db-service reads
+    AIOS_RUNTIME_TOKEN from a Secret of its own, whose token is in the tokens file of each
+    runtime it calls (one token for both), with a role short of admin; the files list no
+    one else but Prometheus (the ServiceMonitors' reader)."""
+    files = tokens_files(output)
+    tokens = component_tokens(output)
+    expected: dict[str, set[str]] = {runtime: {"prometheus"} for runtime in RUNTIMES}
+    for manifest in objects(output):
+        name = manifest["metadata"]["name"]
+        if manifest["kind"] != "Deployment" or name in RUNTIMES:
+            continue
+        container = pod_spec(manifest)["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        calls = {runtime for runtime, (_, marks) in RUNTIMES.items()
+                 if any(mark in (e.get("value") or "") for e in env.values() for mark in marks)}
+        if not calls:
+            assert "AIOS_RUNTIME_TOKEN" not in env, name
+            continue
+        assert env["AIOS_RUNTIME_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": f"{name}-runtime-token", "key": "token"}, name
+        for runtime in calls:
+            expected[runtime].add(name)
+    for runtime, file in files.items():
+        assert set(file) == expected[runtime], runtime
+        for name, entry in file.items():
+            assert entry["sha256"] == hashlib.sha256(tokens[name].encode()).hexdigest(), name
+            assert entry["role"] in ("operator", "executor", "reader"), name
+    assert {"parser", "cluster-controller-gateway", "search-server", "resource-allocator",
+            "failure-notifier", "templates-registry"} <= expected["policies-system"]
+    assert len(set(tokens.values())) == len(tokens), "a token each"
+    for runtime, (key, _) in RUNTIMES.items():
+        pod = pod_spec(deployment(output, runtime))
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        [mount] = pod["containers"][0]["volumeMounts"]
+        [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["secret"]["secretName"] == "aios-policy-runtime-tokens-file"
+        assert env["AIOS_TOKENS_FILE"]["value"] == f"{mount['mountPath']}/{key}"
+
+
 # --- our own images, run for real ----------------------------------------------------------
 
 def free_port() -> int:
@@ -321,6 +396,43 @@ def local(value: str, ports: dict[str, str], paths: dict[str, str],
     return value
 
 
+# What a role may do at a runtime, and what is beyond it: (method, path, body) each.
+PUBLISH = {"name": "aiosv1.policies.wiring-probe", "version": "v1",
+           "code": "class AIOSv1PolicyRule:\n    pass\n"}
+ROLE_PROBES = {
+    ("policies-system", "reader"): (("GET", "/policies", None), ("POST", "/policies", PUBLISH)),
+    ("policies-system", "executor"): (
+        ("POST", "/policies/aiosv1.policies.absent:v1/eval", {"input_data": {}}),
+        ("GET", "/policies", None)),
+    ("clusters-db", "reader"): (("POST", "/clusters/query", {"query": {}}),
+                                ("DELETE", "/clusters/absent", None)),
+    ("clusters-db", "operator"): (("DELETE", "/clusters/absent", None),
+                                  ("GET", "/tokens", None)),
+}
+
+
+def check_component_tokens(output: dict[str, Path], runtime: str, url: str) -> None:
+    """Each component's rendered token at the runtime started with the rendered tokens
+    file: accepted with the role the file gives it, refused beyond that role (naming it),
+    and unknown (401) when the file does not list it."""
+    listed = tokens_files(output)[runtime]
+    for component, token in component_tokens(output).items():
+        headers = {"Authorization": f"Bearer {token}"}
+        if component not in listed:
+            assert httpx.get(f"{url}/policies", headers=headers).status_code == 401, component
+            continue
+        role = listed[component]["role"]
+        allowed, beyond = ROLE_PROBES[runtime, role]
+        for (method, path, body), refused in ((allowed, False), (beyond, True)):
+            answer = httpx.request(method, f"{url}{path}", headers=headers, json=body)
+            where = f"{component} ({role}) {method} {path} at {runtime}: {answer.text}"
+            if refused:
+                assert answer.status_code == 403, where
+                assert f"token {component!r} (role {role}" in answer.json()["detail"], where
+            else:
+                assert answer.status_code not in (401, 403), where
+
+
 @pytest.mark.parametrize("name", sorted(OUR_IMAGES))
 def test_our_images_become_ready_with_the_rendered_configuration(
     output: dict[str, Path], stand_ins: dict[str, str], tmp_path: Path, name: str,
@@ -330,6 +442,15 @@ def test_our_images_become_ready_with_the_rendered_configuration(
     pod = pod_spec(manifest)
     image_env, entrypoint = image_config(OUR_IMAGES[name])
     mounts = {v["name"]: tmp_path / v["name"] for v in pod.get("volumes", [])}
+    for volume in pod.get("volumes", []):  # a Secret's keys are the files of its volume
+        if "secret" in volume:
+            mounts[volume["name"]].mkdir()
+            secret = volume["secret"]["secretName"]
+            for manifest in objects(output):
+                if (manifest["kind"], manifest["metadata"].get("namespace"),
+                        manifest["metadata"]["name"]) == ("Secret", namespace, secret):
+                    for key, value in manifest["stringData"].items():
+                        (mounts[volume["name"]] / key).write_text(value)
     for container in pod["containers"]:
         unread = {e["name"] for e in container["env"]} - settings_names(name)
         assert not unread, f"{name}/{container['name']} sets what nothing reads: {unread}"
@@ -368,6 +489,8 @@ def test_our_images_become_ready_with_the_rendered_configuration(
                 f"{name}/{container['name']} not ready at {url} (last status {status}, exit "
                 f"{process.poll()}): {log.read_text()[-3000:]}"
             )
+            if name in RUNTIMES:
+                check_component_tokens(output, name, url.removesuffix(probe["path"]))
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -658,6 +781,24 @@ def test_a_live_onboarding_deploys_the_controller_with_tokens_of_its_own(
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["POLICY_EXECUTION_MODE"] == "local" and not env.get("POLICY_SYSTEM_EXECUTOR_ID")
     assert env["AIOS_CLUSTER_ID"] == cluster_id
+
+
+def test_the_executor_id_the_services_send_is_answered_by_the_policies_system(
+    output: dict[str, Path],
+) -> None:
+    """The utils and core services post remote decisions to /executor/<their executor
+    id>/execute_policy; with no executor of that id registered, policies-system must answer
+    it itself (AIOS_LOCAL_EXECUTOR_IDS), or every such decision would be a 404."""
+    from policy_runtime.config import Settings
+
+    def env(name: str) -> dict[str, str | None]:
+        container = pod_spec(deployment(output, name))["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    sent = {env(name)["POLICY_SYSTEM_EXECUTOR_ID"]
+            for name in ("resource-allocator", "search-server", "failure-notifier")}
+    answered = Settings(local_executor_ids=env("policies-system")["AIOS_LOCAL_EXECUTOR_IDS"])
+    assert sent == {"executor-001"} and set(answered.local_executor_ids) == sent
 
 
 def test_allowed_hosts_reach_the_policies_system(

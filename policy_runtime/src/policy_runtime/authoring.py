@@ -17,14 +17,23 @@ from typing import Any
 
 from policy_runtime import schemas
 from policy_runtime.errors import CompileError, InvalidOutput
+from policy_runtime.governance.actions import (
+    PRECHECK,
+    RESULT_KEYS,
+    STABILITY_CHECKER,
+    answers,
+    declared_action,
+    kind_of,
+)
 
 # type -> (key, what the governing service requires)
 RESULT_CONTRACTS = {
-    "precheck": ("allowed", "a pre-check must return {'allowed': bool, 'input_data': ..., "
-                 "'reason'?: str}; the service denies (fails closed) on anything else"),
-    "stability_checker": ("is_stable", "a stability checker must return {'is_stable': bool, "
-                          "'stability_check_data': {...}}; the service records anything "
-                          "else as unstable"),
+    PRECHECK: (RESULT_KEYS[PRECHECK], "a pre-check must return {'allowed': bool, "
+               "'input_data': ..., 'reason'?: str}; the service denies (fails closed) on "
+               "anything else"),
+    STABILITY_CHECKER: (RESULT_KEYS[STABILITY_CHECKER], "a stability checker must return "
+                        "{'is_stable': bool, 'stability_check_data': {...}}; the service "
+                        "records anything else as unstable"),
 }
 _TYPE_ALIASES = {
     "precheck": "precheck", "pre-check": "precheck", "pre_check": "precheck",
@@ -51,15 +60,20 @@ _FIXES = {
 
 
 def policy_kind(document: dict) -> str | None:
-    """``precheck``, ``stability_checker`` or None, from the policy's ``type`` (or tags)."""
+    """``precheck``, ``stability_checker`` or None: the policy's ``type``, else the one
+    type among its tags, else how the service runs a policy for the action it declares
+    (``metadata.action`` or an action tag: a governed action is a pre-check)."""
     kind = _TYPE_ALIASES.get(str(document.get("type") or "").strip().lower())
     if kind:
         return kind
     tags = document.get("tags") or []
     if isinstance(tags, str):
         tags = tags.split(",")
-    found = {_TYPE_ALIASES.get(str(tag).strip().lower()) for tag in tags} - {None}
-    return found.pop() if len(found) == 1 else None
+    found = ({_TYPE_ALIASES.get(str(tag).strip().lower()) for tag in tags}
+             if isinstance(tags, list) else set()) - {None}
+    if found:
+        return found.pop() if len(found) == 1 else None
+    return kind_of(declared_action(document))
 
 
 def check_result_contract(document: dict, result: Any) -> None:
@@ -68,7 +82,7 @@ def check_result_contract(document: dict, result: Any) -> None:
     if kind is None:
         return
     key, contract = RESULT_CONTRACTS[kind]
-    if isinstance(result, dict) and isinstance(result.get(key), bool):
+    if answers(kind, result):
         return
     if isinstance(result, dict):
         got = f"result.{key} is {json.dumps(result.get(key))}" if key in result else (

@@ -324,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help='add what the policy printed ("printed") and logged ("logs")')
     ev.set_defaults(func=cmd_eval)
 
-    check = sub.add_parser("check", help="compile a policy and check its contract")
+    check_help = ("run every static check publishing runs (schemas, defaults against them, "
+                  "compile, contract) and find what the sandbox refuses only when a line runs")
+    check = sub.add_parser("check", help=check_help, description=check_help)
     check.add_argument("policy", metavar="POLICY_FILE", help="policy .py file or policy directory")
     check.set_defaults(func=cmd_check)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from enum import StrEnum
 from pathlib import Path
@@ -11,7 +12,11 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from policy_runtime.auth.tokens import load_tokens_file
 from policy_runtime.evaluation import LimitsConfig
+
+# The ids an executor may be registered under (api/routes/executors.py).
+EXECUTOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class RunMode(StrEnum):
@@ -88,6 +93,13 @@ class Settings(BaseSettings):
         description="accept only the scoped tokens of the token store: no bootstrap (admin) "
         "token is configured or accepted (a cluster's controller, which holds no admin token)",
     )
+    tokens_file: Path | None = Field(
+        None,
+        description="JSON file (e.g. a mounted Kubernetes Secret) of tokens made outside the "
+        "runtime, each by its SHA-256: [{name, sha256, role, clusters, policy_prefixes}]. "
+        "They are accepted like stored tokens of that role and scope, are never stored, and "
+        "change only with the file and a restart; a bad file stops the start",
+    )
     pool_size: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="sandbox worker processes"
     )
@@ -149,6 +161,13 @@ class Settings(BaseSettings):
         description="comma list of host names and IP networks (CIDR) executor URLs may "
         "point at; empty: no executor can be registered. Link-local and cloud metadata "
         "addresses are refused whatever this says",
+    )
+    local_executor_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma list of executor ids this policies system answers itself: a "
+        "decision posted to /executor/{id}/execute_policy for one of them is evaluated "
+        "here, as POST /execute_policy is (upstream's services post to executor-001). "
+        "These ids cannot be registered as executors",
     )
 
     # Upstream policy records whose code is the URL of an archive (issue 18).
@@ -214,11 +233,22 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("executor_allowed_hosts", mode="before")
+    @field_validator("executor_allowed_hosts", "local_executor_ids", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("local_executor_ids")
+    @classmethod
+    def _check_executor_ids(cls, value: list[str]) -> list[str]:
+        for executor_id in value:
+            if not EXECUTOR_ID.fullmatch(executor_id):
+                raise ValueError(
+                    f"executor id {executor_id!r} is not an executor id: letters, digits, "
+                    "'.', '_' and '-', starting with a letter or digit, at most 128 characters"
+                )
         return value
 
     @field_validator("run_modes", mode="before")
@@ -237,6 +267,16 @@ class Settings(BaseSettings):
             max_memory_mb=self.max_memory_mb,
             schema_timeout_seconds=self.schema_timeout_seconds,
         )
+
+    def provisioned_tokens(self) -> list[dict]:
+        """The token records of AIOS_TOKENS_FILE (none without it); ConfigError naming each
+        entry (by index) and field that is wrong."""
+        if self.tokens_file is None:
+            return []
+        try:
+            return load_tokens_file(self.tokens_file)
+        except ValueError as exc:
+            raise ConfigError(f"AIOS_TOKENS_FILE={self.tokens_file} {exc}") from None
 
     def resolve_token(self) -> str | None:
         """The API token, or None when running without auth; ConfigError if neither is set."""

@@ -189,3 +189,22 @@ class TokenCreate(BaseModel):
         description="cluster-owner only: policy name prefixes it may publish under",
     )
     expires: datetime | None = Field(None, description="ISO 8601; none: never expires")
+
+
+class ProvisionedToken(TokenCreate):
+    """One entry of the tokens file (``AIOS_TOKENS_FILE``): a token made outside the runtime,
+    by an installer, known here only by its SHA-256. Role and scope follow the rules of
+    ``POST /tokens``."""
+
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the token, 64 lower-case hex digits"
+    )
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _no_expiry(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(
+                "a token of the tokens file does not expire: replace it in the file instead"
+            )
+        return value

@@ -3,7 +3,9 @@
 Validation is bounded: patterns (``pattern``, ``patternProperties``) are matched by RE2
 in linear time and refused at publish when they cannot be, ``uniqueItems`` is checked in
 linear time, and one validation stops with InvalidInput after ``timeout`` seconds.
-Validation is CPU-bound: the HTTP service runs it off the event loop.
+Validation is CPU-bound: the HTTP service runs it off the event loop. Where the Rust
+validator jsonschema-rs provably agrees with jsonschema, a value it accepts is accepted
+without running jsonschema (the fast path, below); everything else is jsonschema's.
 
 Upstream AIOS policy documents often describe fields as a flat template
 (``{"ip": {"type": "string", "pattern": ...}}``) rather than JSON Schema; such a
@@ -15,11 +17,14 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 from referencing.exceptions import Unresolvable
@@ -98,6 +103,42 @@ def _patterns(schema: Any, where: str) -> Iterator[tuple[str, Any]]:
             yield from _patterns(item, f"{where}[{index}]")
 
 
+# Values that are data, not schemas, and maps whose keys are names, not keywords.
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+_NAME_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions",
+                        "dependentSchemas"})
+
+
+def _nested_dialects(schema: Any, where: str, top: bool = True) -> Iterator[str]:
+    """Where a subschema names a dialect (``$schema`` below the top). jsonschema validates
+    such a subschema with its stock validator of that dialect, outside this module's
+    bounds (RE2 patterns, time limit): a backtracking pattern there runs unbounded."""
+    if isinstance(schema, list):
+        for index, item in enumerate(schema):
+            yield from _nested_dialects(item, f"{where}[{index}]", top=False)
+        return
+    if not isinstance(schema, dict):
+        return
+    if not top and "$schema" in schema:
+        yield where
+    for key, value in schema.items():
+        if key in _DATA_KEYWORDS:
+            continue
+        if key in _NAME_MAPS and isinstance(value, dict):
+            for name, item in value.items():
+                yield from _nested_dialects(item, f"{where}.{key}.{name}", top=False)
+        else:
+            yield from _nested_dialects(value, f"{where}.{key}", top=False)
+
+
+def _refuse_nested_dialects(schema: Any, name: str) -> None:
+    for where in _nested_dialects(schema, name):
+        raise InvalidPolicy(
+            f"{where}: $schema is allowed only at the top of a schema; remove it from the "
+            "subschema (every part of a schema is validated as JSON Schema 2020-12)"
+        )
+
+
 def check_schemas(document: dict) -> None:
     """Raise InvalidPolicy if any declared schema is not a valid JSON Schema, or uses a
     pattern that cannot be matched in linear time."""
@@ -114,6 +155,7 @@ def check_schemas(document: dict) -> None:
             raise InvalidPolicy(f"{name} is not a valid JSON Schema: {exc.message}") from None
         except RecursionError:
             raise InvalidPolicy(f"{name} is nested too deeply") from None
+        _refuse_nested_dialects(converted, name)
         patterns = list(_patterns(converted, name))
         for where, pattern in patterns:
             try:
@@ -244,25 +286,30 @@ _BoundedValidator = validators.extend(
 
 @functools.lru_cache(maxsize=512)
 def _validator(schema_json: str) -> Any:
-    return _BoundedValidator(to_json_schema(json.loads(schema_json)))
+    schema = to_json_schema(json.loads(schema_json))
+    # a policy stored before check_schemas refused them is refused here, at its decisions
+    _refuse_nested_dialects(schema, "schema")
+    return _BoundedValidator(schema)
 
 
 # Validators by the identity of the schema object they were built for: a cached policy
 # is one object, so its decisions skip re-encoding its schemas. The entry holds the
 # schema, so its id cannot be reused by another object while it is remembered.
-_BY_IDENTITY: dict[int, tuple[dict, Any]] = {}
+_BY_IDENTITY: dict[int, tuple[dict, Any, _FastPath | None]] = {}
 _BY_IDENTITY_KEPT = 512
 
 
-def _validator_for(schema: dict) -> Any:
+def _validators_for(schema: dict) -> tuple[Any, _FastPath | None]:
+    """The bounded jsonschema validator for ``schema``, and its fast path if it has one."""
     entry = _BY_IDENTITY.get(id(schema))
     if entry is not None and entry[0] is schema:
-        return entry[1]
-    validator = _validator(json.dumps(schema, sort_keys=True))
+        return entry[1], entry[2]
+    schema_json = json.dumps(schema, sort_keys=True)
+    validator, fast = _validator(schema_json), _fast_path(schema_json)
     if len(_BY_IDENTITY) >= _BY_IDENTITY_KEPT:
         _BY_IDENTITY.clear()
-    _BY_IDENTITY[id(schema)] = (schema, validator)
-    return validator
+    _BY_IDENTITY[id(schema)] = (schema, validator, fast)
+    return validator, fast
 
 
 # Keywords whose check costs time linear in the size of the value and of the schema,
@@ -296,20 +343,26 @@ def _cheap_constants(key: str, value: Any) -> bool:
     return True
 
 
-def _linear(schema: Any) -> bool:
+def _linear(
+    schema: Any, keywords: frozenset[str] = _LINEAR_KEYWORDS, levels: int = sys.maxsize
+) -> bool:
+    """Whether ``schema`` is linear, using only ``keywords`` and nested at most ``levels``
+    subschemas deep."""
     if isinstance(schema, bool):
         return True
-    if not isinstance(schema, dict) or not _LINEAR_KEYWORDS.issuperset(schema):
+    if levels <= 0 or not isinstance(schema, dict) or not keywords.issuperset(schema):
         return False
     for key, value in schema.items():
         if not _cheap_constants(key, value):
             return False
         if key in _SUBSCHEMA_MAPS:
-            if not isinstance(value, dict) or not all(_linear(v) for v in value.values()):
+            if not isinstance(value, dict) or not all(
+                _linear(v, keywords, levels - 1) for v in value.values()
+            ):
                 return False
         elif key in _SUBSCHEMAS or key == "prefixItems":
             items = value if key == "prefixItems" and isinstance(value, list) else [value]
-            if not all(_linear(item) for item in items):
+            if not all(_linear(item, keywords, levels - 1) for item in items):
                 return False
     return True
 
@@ -333,6 +386,131 @@ def is_linear(schema: dict | None) -> bool:
         return False
 
 
+# -- the fast path: jsonschema-rs, where it provably agrees ---------------------------
+# jsonschema-rs validates in Rust from the schema as data (no generated code to run), many
+# times faster than jsonschema. It is trusted only to accept: a value it refuses, or
+# cannot read, goes to jsonschema as before, so errors, messages and limits are unchanged.
+# The rules below are what tests/test_schema_fast_path.py checks against jsonschema.
+
+# Keywords on which both accept the same values: the linear ones (so validation takes
+# linear time without a deadline) except pattern and patternProperties (RE2 here, Rust's
+# regex there), multipleOf (float remainders), uniqueItems (this module's equality) and
+# $schema and $id (jsonschema switches validator class at a nested $schema). format
+# stays: neither side asserts it (no format_checker here, validate_formats=False there).
+_FAST_KEYWORDS = _LINEAR_KEYWORDS - {
+    "pattern", "patternProperties", "multipleOf", "uniqueItems", "$schema", "$id",
+}
+# The one $schema allowed, at the top: it names the dialect both validate anyway.
+_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+# jsonschema spends Python frames on each level of schema (RecursionError near 450
+# levels), jsonschema-rs none: this keeps jsonschema far from failing where Rust accepts.
+_FAST_MAX_LEVELS = 32
+# jsonschema-rs compares an integer with a float as two floats (it accepts 2**62 + 1 for
+# "maximum": 2.0**62); integers that a float holds exactly compare alike on both sides.
+_EXACT_INTEGERS = range(-(2**53), 2**53 + 1)
+_STR = {str}
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is JSON that jsonschema-rs reads as jsonschema does: exactly a
+    dict with str keys, list, str, bool, None, finite float or int within +-2**53.
+
+    jsonschema-rs reads a tuple as an array, an Enum member or a str-Enum key as its
+    value, a Decimal as a number and compares huge integers as floats; jsonschema does not.
+    """
+    kind = type(value)
+    if kind is int:
+        return value in _EXACT_INTEGERS
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        return not value or set(map(type, value)) == _STR
+    return kind is str or kind is list or kind is bool or value is None
+
+
+def _plain_tree(value: Any) -> bool:
+    """Whether ``value`` and everything in it is plain (see _plain)."""
+    if not _plain(value):
+        return False
+    if type(value) is dict:
+        return all(_plain_tree(item) for item in value.values())
+    if type(value) is list:
+        return all(_plain_tree(item) for item in value)
+    return True
+
+
+def _plain_where_read(schema: Any, value: Any) -> bool:
+    """Whether each part of ``value`` that ``schema`` (of _FAST_KEYWORDS) looks at is
+    plain; the parts no subschema reaches are not looked at by either validator."""
+    if isinstance(schema, bool):
+        return True
+    if not _plain(value):
+        return False
+    # loops rather than all(...): this runs on every decision, and generators cost
+    if type(value) is dict:
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if not _plain_where_read(properties.get(key, extra), item):
+                return False
+    elif type(value) is list:
+        prefix = schema.get("prefixItems", [])
+        rest = schema.get("items", True)
+        for index, item in enumerate(value):
+            if not _plain_where_read(prefix[index] if index < len(prefix) else rest, item):
+                return False
+    return True
+
+
+def _fast_path_agrees(schema: dict) -> bool:
+    """Whether jsonschema-rs accepts exactly the values jsonschema accepts for ``schema``
+    (a converted one, see to_json_schema) among the values _plain_where_read lets through."""
+    if schema.get("$schema") == _DIALECT:
+        schema = {key: value for key, value in schema.items() if key != "$schema"}
+    if not _linear(schema, _FAST_KEYWORDS, _FAST_MAX_LEVELS):
+        return False
+    try:
+        Draft202012Validator.check_schema(schema)
+        return _plain_tree(schema)
+    except (SchemaError, RecursionError):  # RecursionError: a deeply nested "default"
+        return False
+
+
+class _FastPath:
+    """jsonschema-rs for one schema on which it agrees with jsonschema (_fast_path_agrees)."""
+
+    def __init__(self, schema: dict) -> None:
+        self._schema = schema
+        # offline: never fetch a remote document, whatever the schema names
+        self._validator = jsonschema_rs.Draft202012Validator(
+            schema, validate_formats=False, offline=True
+        )
+
+    def accepts(self, value: Any) -> bool:
+        """True when jsonschema would accept ``value`` too; False when jsonschema must
+        decide (jsonschema-rs refuses the value, cannot read it or reads it otherwise)."""
+        if not _plain_where_read(self._schema, value):
+            return False
+        try:
+            return self._validator.is_valid(value) is True
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # anything, even a Rust panic (pyo3's PanicException)
+            return False
+
+
+@functools.lru_cache(maxsize=512)
+def _fast_path(schema_json: str) -> _FastPath | None:
+    """The fast path for a schema (a JSON text), or None when it has none."""
+    schema = to_json_schema(json.loads(schema_json))
+    if not _fast_path_agrees(schema):
+        return None
+    try:
+        return _FastPath(schema)
+    except Exception:  # a schema jsonschema-rs does not compile has no fast path
+        return None
+
+
 def validate(
     schema: dict | None,
     value: Any,
@@ -347,8 +525,10 @@ def validate(
     """
     if not schema:
         return
+    validator, fast = _validators_for(schema)
+    if fast is not None and fast.accepts(value):
+        return
     failure = InvalidOutput if output else InvalidInput
-    validator = _validator_for(schema)
     _deadline.at = time.monotonic() + timeout
     try:
         error = next(iter(validator.iter_errors(value)), None)

@@ -184,6 +184,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
         token = settings.resolve_token()
+        settings.provisioned_tokens()  # a bad tokens file stops the start here, naming it
     except ValidationError as exc:
         print(f"aios-policy serve: invalid setting:\n{exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from policy_runtime.api.errors import install_handlers
 from policy_runtime.api.guard import check_declared
 from policy_runtime.api.middleware import BearerAuthMiddleware, BodySizeLimitMiddleware
 from policy_runtime.api.routes import (
+    action_inputs,
     clusters,
     compat,
     controller,
@@ -76,24 +77,30 @@ def _openapi_with_bearer(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return openapi
 
 
-def _auth_stores(app: FastAPI) -> tuple[TokenStore, AuditLog]:
+def _auth_stores(app: FastAPI, provisioned: list[dict]) -> tuple[TokenStore, AuditLog]:
     runtime = app.state.runtime
-    db = runtime.client[runtime.settings.db_name]
-    store = TokenStore(db, runtime.settings.token_cache_seconds)
+    settings = runtime.settings
+    db = runtime.client[settings.db_name]
+    store = TokenStore(db, settings.token_cache_seconds, provisioned=provisioned,
+                       tokens_file=str(settings.tokens_file or ""))
     audit = AuditLog(db)
     _ensure_indexes(store.ensure_indexes)
     _ensure_indexes(audit.ensure_indexes)
+    store.check_provisioned()
     return store, audit
 
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the app; ConfigError if the settings cannot work (e.g. no token)."""
     token = settings.resolve_token()
+    provisioned = settings.provisioned_tokens()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = await run_in_threadpool(Runtime.start, settings)
-        app.state.tokens, app.state.audit = await run_in_threadpool(_auth_stores, app)
+        app.state.tokens, app.state.audit = await run_in_threadpool(
+            _auth_stores, app, provisioned
+        )
         try:
             yield
         finally:
@@ -110,6 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     for mode in sorted(settings.run_modes, key=list(ROUTERS_BY_MODE).index):
         for router in ROUTERS_BY_MODE[mode]:
             app.include_router(router)
+    app.include_router(action_inputs.router)
     app.include_router(tokens.router)
     app.include_router(system.router)
     check_declared(app.routes, system.PUBLIC_PATHS)

@@ -4,23 +4,32 @@ A token is shown once, when it is created. Lookups are cached in-process for at 
 ``cache_seconds`` (1 s by default) keyed by the hash, so a revocation or an expiry made
 on any replica takes effect on every replica within that time, and the request path
 costs one hash and one dict lookup while the entry is fresh.
+
+Tokens may also be provisioned: listed by their SHA-256 in a tokens file (``AIOS_TOKENS_FILE``,
+a mounted Secret an installer writes), read once at start. They are accepted like stored
+tokens of their role and scope, are never written to the database, and change only with the
+file (and a restart): the API lists them (``source: file``) but cannot revoke them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from policy_runtime.auth.permissions import SCOPED_ROLES, Role
 from policy_runtime.auth.principal import Principal
+from policy_runtime.models import ProvisionedToken
 
 COLLECTION = "api_tokens"
 TOKEN_PREFIX = "aios_"  # noqa: S105 - a marker, not a secret
@@ -28,6 +37,7 @@ TOKEN_PREFIX = "aios_"  # noqa: S105 - a marker, not a secret
 LAST_USED_EVERY = timedelta(seconds=60)
 _CACHE_MAX = 10_000
 _PUBLIC = {"_id": 0, "token_sha256": 0}
+_HIDDEN = ("_id", "token_sha256", "_principal")
 
 
 class TokenConflict(Exception):
@@ -36,6 +46,10 @@ class TokenConflict(Exception):
 
 class TokenNotFound(LookupError):
     """No live token has this name."""
+
+
+class TokenProvisioned(Exception):
+    """The token comes from the tokens file: only a new file (and a restart) changes it."""
 
 
 class InvalidToken(ValueError):
@@ -88,24 +102,111 @@ def _aware(value: datetime | None) -> datetime | None:
 
 def public(document: dict) -> dict:
     """A token's record as the API shows it: never its hash."""
-    out = {k: v for k, v in document.items() if k not in ("_id", "token_sha256")}
+    out = {k: v for k, v in document.items() if k not in _HIDDEN}
+    out.setdefault("source", "store")
     for key in ("created", "expires", "last_used", "revoked"):
         value = _aware(out.get(key))
         out[key] = value.isoformat() if isinstance(value, datetime) else value
     return out
 
 
+def _entry_problems(index: int, item: object) -> tuple[ProvisionedToken | None, list[str]]:
+    try:
+        entry = ProvisionedToken.model_validate(item)
+    except ValidationError as exc:
+        return None, [
+            f"entry {index}, field {'.'.join(map(str, error['loc'])) or '(the entry)'}: "
+            f"{error['msg']}" for error in exc.errors()
+        ]
+    try:
+        check_request(entry.role, entry.clusters, entry.policy_prefixes, None)
+    except InvalidToken as exc:
+        return None, [f"entry {index}, field {exc.field}: {exc}"]
+    return entry, []
+
+
+def load_tokens_file(path: Path) -> list[dict]:
+    """The token records of a tokens file: a JSON list of ``{name, sha256, role, clusters,
+    policy_prefixes}`` (models.ProvisionedToken). ValueError naming each entry (by its index)
+    and field that is wrong."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot be read: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"is not JSON: {exc}") from None
+    if not isinstance(raw, list):
+        raise ValueError("must be a JSON list of tokens, [{name, sha256, role, ...}]")
+    records: list[dict] = []
+    problems: list[str] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, item in enumerate(raw):
+        entry, found = _entry_problems(index, item)
+        problems.extend(found)
+        if entry is None:
+            continue
+        for field, value in (("name", entry.name), ("sha256", entry.sha256)):
+            if (field, value) in seen:
+                problems.append(
+                    f"entry {index}, field {field}: the same as entry {seen[field, value]}'s"
+                )
+            seen.setdefault((field, value), index)
+        records.append({
+            "name": entry.name, "token_sha256": entry.sha256, "role": entry.role,
+            "clusters": sorted(set(entry.clusters)),
+            "policy_prefixes": sorted(set(entry.policy_prefixes)),
+            "created": None, "created_by": "", "expires": None, "last_used": None,
+            "revoked": None, "source": "file",
+        })
+    if problems:
+        raise ValueError("; ".join(problems))
+    return records
+
+
 class TokenStore:
-    def __init__(self, db: Database, cache_seconds: float = 1.0) -> None:
+    def __init__(
+        self, db: Database, cache_seconds: float = 1.0, *,
+        provisioned: list[dict] | None = None, tokens_file: str = "",
+    ) -> None:
         self.collection = db[COLLECTION]
         self.cache_seconds = cache_seconds
         # hash -> (fetched at, record or None)
         self._cache: dict[str, tuple[float, dict | None]] = {}
         self._lock = threading.Lock()
+        # The tokens file's records, by hash and by name (load_tokens_file).
+        self._provisioned = {d["token_sha256"]: d for d in provisioned or ()}
+        self._provisioned_names = {d["name"]: d for d in provisioned or ()}
+        self.tokens_file = tokens_file
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("name", ASCENDING)], unique=True)
         self.collection.create_index([("token_sha256", ASCENDING)], unique=True)
+
+    def check_provisioned(self) -> None:
+        """TokenConflict when a live stored token has the name or the hash of a token of
+        the tokens file: the two would be confused in the audit log."""
+        if not self._provisioned:
+            return
+        clash = self.collection.find_one(
+            {"revoked": None, "$or": [{"name": {"$in": list(self._provisioned_names)}},
+                                      {"token_sha256": {"$in": list(self._provisioned)}}]},
+            {"_id": 0, "name": 1, "token_sha256": 1},
+        )
+        if clash is not None:
+            named = self._provisioned.get(clash["token_sha256"], {}).get("name", clash["name"])
+            raise TokenConflict(
+                f"the tokens file {self.tokens_file} has token {named!r}, and the token store "
+                f"holds a live token {clash['name']!r} with its name or its hash: revoke the "
+                f"stored one (aios-policy token revoke {clash['name']}) or rename the file's"
+            )
+
+    def _refuse_provisioned(self, name: str) -> None:
+        if name in self._provisioned_names:
+            raise TokenProvisioned(
+                f"token {name!r} comes from the tokens file {self.tokens_file} "
+                "(AIOS_TOKENS_FILE): remove it from that file (its Secret) and restart the "
+                "runtime"
+            )
 
     def create(
         self, name: str, role: str, *, clusters: list[str] | None = None,
@@ -115,6 +216,10 @@ class TokenStore:
         """(the token, shown only now; its public record). ``secret``: store a token made
         elsewhere (an executor's, created by the policies system) instead of a new one."""
         check_request(role, clusters, policy_prefixes, expires)
+        if name in self._provisioned_names:
+            raise TokenConflict(
+                f"a token named {name!r} exists already (in the tokens file {self.tokens_file})"
+            )
         if secret is not None and len(secret) < 32:
             raise InvalidToken("token", "a token must be at least 32 characters")
         secret = secret or new_secret()
@@ -140,9 +245,13 @@ class TokenStore:
         return secret, public(document)
 
     def list(self) -> list[dict]:
-        return [public(d) for d in self.collection.find({}, _PUBLIC).sort("name", ASCENDING)]
+        stored = [public(d) for d in self.collection.find({}, _PUBLIC)]
+        provisioned = [public(d) for d in self._provisioned.values()]
+        return sorted(stored + provisioned, key=lambda record: record["name"])
 
     def get(self, name: str) -> dict:
+        if name in self._provisioned_names:
+            return public(self._provisioned_names[name])
         document = self.collection.find_one({"name": name}, _PUBLIC)
         if document is None:
             raise TokenNotFound(f"no token is named {name!r}")
@@ -150,6 +259,7 @@ class TokenStore:
 
     def revoke(self, name: str) -> dict:
         """Mark the token revoked (the record stays, for the audit trail)."""
+        self._refuse_provisioned(name)
         document = self.collection.find_one_and_update(
             {"name": name, "revoked": None}, {"$set": {"revoked": datetime.now(UTC)}},
             projection=_PUBLIC, return_document=True,
@@ -159,12 +269,17 @@ class TokenStore:
         return public(document)
 
     def delete(self, name: str) -> None:
+        self._refuse_provisioned(name)
         if self.collection.delete_one({"name": name}).deleted_count == 0:
             raise TokenNotFound(f"no token is named {name!r}")
 
     # -- the request path ---------------------------------------------------------------
     def cached(self, digest: str) -> tuple[bool, dict | None]:
-        """(fresh, record): a record cached less than ``cache_seconds`` ago."""
+        """(fresh, record): a record cached less than ``cache_seconds`` ago, or one of the
+        tokens file (always fresh)."""
+        provisioned = self._provisioned.get(digest)
+        if provisioned is not None:
+            return True, provisioned
         entry = self._cache.get(digest)
         if entry is None or time.monotonic() - entry[0] >= self.cache_seconds:
             return False, None
@@ -172,6 +287,8 @@ class TokenStore:
 
     def fetch(self, digest: str) -> dict | None:
         """Read the record from the database (and cache it); None if there is none."""
+        if digest in self._provisioned:
+            return self._provisioned[digest]
         document = self.collection.find_one({"token_sha256": digest}, {"_id": 0})
         if len(self._cache) >= _CACHE_MAX:
             with self._lock:

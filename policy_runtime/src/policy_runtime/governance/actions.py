@@ -26,6 +26,16 @@ GOVERNANCE_FIELDS = {
 }
 
 
+# What a stability checker decides on, named beside the governed actions.
+STABILITY_CHECK = "stability_check"
+# The two kinds of policy the service runs, and the key of the result it decides on: a
+# pre-check's result without a boolean ``allowed`` denies (fail closed); a stability
+# checker's without a boolean ``is_stable`` counts as not stable.
+PRECHECK = "precheck"
+STABILITY_CHECKER = "stability_checker"
+RESULT_KEYS = {PRECHECK: "allowed", STABILITY_CHECKER: "is_stable"}
+
+
 class UnknownAction(ValueError):
     """An action name that is not governed."""
 
@@ -82,3 +92,32 @@ def governance_paths(paths: Any) -> list[str]:
         if parts[0] == "config" and len(parts) > 1 and parts[1] in GOVERNANCE_FIELDS:
             touched.append(str(path))
     return touched
+
+
+def kind_of(action: str | None) -> str | None:
+    """How the service runs a policy that decides ``action``: a governed action (or an
+    upstream alias) as a pre-check, ``stability_check`` as a stability checker."""
+    if action == STABILITY_CHECK:
+        return STABILITY_CHECKER
+    return PRECHECK if ALIASES.get(str(action), action) in ACTIONS else None
+
+
+def answers(kind: str, result: Any) -> bool:
+    """Whether ``result`` is what the service decides on for a policy of this kind."""
+    return isinstance(result, dict) and isinstance(result.get(RESULT_KEYS[kind]), bool)
+
+
+def declared_action(document: dict) -> str | None:
+    """The action a policy document says it decides: its metadata's ``action``, else the
+    one governed action (or upstream alias) among its tags."""
+    metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
+    declared = metadata.get("action")
+    if isinstance(declared, str) and declared:
+        return declared
+    tags = document.get("tags") or []
+    if isinstance(tags, str):
+        tags = tags.split(",")
+    if not isinstance(tags, list):
+        return None
+    found = {ALIASES.get(str(tag).strip(), str(tag).strip()) for tag in tags} & set(ACTIONS)
+    return found.pop() if len(found) == 1 else None

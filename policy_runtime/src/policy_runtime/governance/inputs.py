@@ -12,10 +12,17 @@ import copy
 from functools import cache
 from typing import Any
 
+from policy_runtime.authoring import policy_kind
 from policy_runtime.clusters.document import ClusterDocument, NodeData
-from policy_runtime.governance.actions import ACTIONS, canonical
-
-STABILITY_CHECK = "stability_check"
+from policy_runtime.governance.actions import (
+    ACTIONS,
+    ALIASES,
+    STABILITY_CHECK,
+    STABILITY_CHECKER,
+    UnknownAction,
+    canonical,
+    declared_action,
+)
 
 _REAL_DATA = (
     "Real data: GPU model names as nvidia-smi reports them (\"NVIDIA A100-SXM4-80GB\", "
@@ -152,11 +159,22 @@ def names() -> list[str]:
     return sorted(_schemas())
 
 
+def known() -> list[str]:
+    """Every name ``input_schema`` accepts: the actions, the stability check, the aliases."""
+    return [*names(), *sorted(ALIASES)]
+
+
 def input_schema(action: str) -> dict[str, Any]:
-    """The input schema of an action (upstream aliases accepted); UnknownAction if none."""
+    """The input schema of an action (upstream aliases accepted); UnknownAction naming
+    the known ones if none."""
     if action == STABILITY_CHECK:
         return copy.deepcopy(_schemas()[STABILITY_CHECK])
-    return copy.deepcopy(_schemas()[canonical(action)])
+    try:
+        name = canonical(action)
+    except UnknownAction:
+        raise UnknownAction(f"unknown action {action!r}; the actions with an input schema: "
+                            f"{', '.join(known())}") from None
+    return copy.deepcopy(_schemas()[name])
 
 
 def all_schemas() -> dict[str, dict[str, Any]]:
@@ -176,19 +194,9 @@ def without_required(schema: Any) -> Any:
 def action_of(document: dict) -> str | None:
     """The action a policy document is for: its metadata's ``action``, else the one
     governed action among its tags; ``stability_check`` for a stability checker."""
-    from policy_runtime.authoring import policy_kind
-
-    if policy_kind(document) == "stability_checker":
+    if policy_kind(document) == STABILITY_CHECKER:
         return STABILITY_CHECK
-    metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
-    declared = metadata.get("action")
-    if isinstance(declared, str) and declared:
-        return declared
-    tags = document.get("tags") or []
-    if isinstance(tags, str):
-        tags = tags.split(",")
-    found = {str(tag).strip() for tag in tags} & set(ACTIONS)
-    return found.pop() if len(found) == 1 else None
+    return declared_action(document)
 
 
 def component_name(action: str) -> str:

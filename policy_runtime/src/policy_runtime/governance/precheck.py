@@ -35,7 +35,9 @@ from policy_runtime.executors.remote import RemoteExecution
 from policy_runtime.governance.actions import (
     ACTIONS,
     ENFORCEMENT_MODES,
+    PRECHECK,
     GovernanceField,
+    answers,
     canonical,
     governance_paths,
     names_of,
@@ -681,7 +683,7 @@ def _node_rewrite(input_data: Any, result_input: Any, reason: str) -> tuple[bool
 
 def _interpret(result: Any, input_data: Any) -> tuple[bool, Any, str]:
     """A pre-check result as (allowed, input_data, reason); anything else denies."""
-    if not isinstance(result, dict) or not isinstance(result.get("allowed"), bool):
+    if not answers(PRECHECK, result):
         return False, input_data, (
             "the policy's result is not a decision {'allowed': bool, ...} (fail closed)"
         )

@@ -29,6 +29,7 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from policy_runtime.governance.actions import STABILITY_CHECKER, answers
 from policy_runtime.governance.precheck import PrecheckService
 from policy_runtime.metrics import RuntimeMetrics
 
@@ -118,7 +119,7 @@ class StabilityChecker:
             checker.get("parameters") or {}, cluster_id=cluster_id,
         )
         result = run.result if run.ok else None
-        answered = isinstance(result, dict) and isinstance(result.get("is_stable"), bool)
+        answered = answers(STABILITY_CHECKER, result)
         if answered:
             stable, data = result["is_stable"], result.get("stability_check_data") or {}
         else:
@@ -175,13 +176,16 @@ class StabilityChecker:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        next_run = 0.0
+        # The configuration is read every IDLE_POLL_SECONDS whether or not a check is due,
+        # so a new interval, policy or pause takes effect within a second, not only once
+        # the interval it replaces has run out.
+        next_look = 0.0
+        last_check: float | None = None
         while not self._stop.wait(TICK_SECONDS):
-            if _now() < next_run:
+            now = _now()
+            if now < next_look:
                 continue
-            # Until a policy is configured (or while the cluster is missing), look again
-            # soon, so that configuration changes take effect without a restart.
-            wait = IDLE_POLL_SECONDS
+            next_look = now + IDLE_POLL_SECONDS
             try:
                 checker = self.precheck.clusters.get(self.cluster_id)["config"].get(
                     "stabilityChecker") or {}
@@ -189,13 +193,17 @@ class StabilityChecker:
                 interval = interval_of(checker) if running else 0.0
                 # What the checker-not-running alert compares the last check's age with.
                 self.metrics.record_stability_interval(interval)
-                if running:
-                    wait = interval
-                    if self.acquire_lease(self.cluster_id, 2 * wait):
+                if running:  # an interval shorter than the poll is kept too
+                    next_look = now + min(IDLE_POLL_SECONDS, interval)
+                if running and (last_check is None or now >= last_check + interval):
+                    # counted from this attempt, even when it fails or another replica
+                    # holds the lease: the next one is an interval later
+                    last_check = now
+                    if self.acquire_lease(self.cluster_id, 2 * interval):
                         self.run_check(self.cluster_id)
             except Exception as exc:  # the loop must outlive any one failure
                 log.warning("stability check of %s failed: %s", self.cluster_id, exc)
-            next_run = _now() + wait
+
 
 class NoStabilityPolicy(LookupError):
     """The cluster has no stability policy configured."""

@@ -208,6 +208,12 @@ async def delete_policy(
     openapi_extra=requires(P.POLICIES_EVAL),
 )
 async def execute_policy(body: ExecutePolicyRequest, service: Service) -> JSONResponse:
+    return await execute_here(body, service)
+
+
+async def execute_here(body: ExecutePolicyRequest, service: PolicyService) -> JSONResponse:
+    """Evaluate in this runtime's sandbox, in upstream's envelope (also the answer of an
+    executor id this runtime answers itself, AIOS_LOCAL_EXECUTOR_IDS)."""
     request = EvalRequest(input_data=body.input_data, parameters=body.parameters or {})
     try:
         outcome = await service.evaluate(body.policy_rule_uri, request)

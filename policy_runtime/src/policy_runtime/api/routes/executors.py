@@ -2,7 +2,8 @@
 
 Registering an executor is an operator's act: its URL must be in the allow-list
 (AIOS_EXECUTOR_ALLOWED_HOSTS), and it gets an ``executor`` token of its own, created with
-it and shown once in the answer, which is the only token ever sent to it.
+it and shown once in the answer, which is the only token ever sent to it. The ids of
+AIOS_LOCAL_EXECUTOR_IDS are answered by this runtime's own sandbox and cannot be registered.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from policy_runtime.api.deps import policy_service
 from policy_runtime.api.guard import GuardedRoute, caller, requires
+from policy_runtime.api.routes.compat import execute_here
 from policy_runtime.auth.permissions import Permission, Role
 from policy_runtime.auth.tokens import TokenConflict, TokenNotFound
+from policy_runtime.config import EXECUTOR_ID
 from policy_runtime.executors.allowlist import AllowList, UrlNotAllowed, check_resolved
 from policy_runtime.executors.client import RemoteExecutionError, execute_policy
 from policy_runtime.executors.registry import (
@@ -26,6 +30,7 @@ from policy_runtime.executors.registry import (
     checked_url,
 )
 from policy_runtime.models import ExecutePolicyRequest
+from policy_runtime.service import PolicyService
 
 router = APIRouter(tags=["executors"], route_class=GuardedRoute)
 P = Permission
@@ -36,10 +41,11 @@ async def registry(request: Request) -> ExecutorRegistry:
 
 
 Registry = Annotated[ExecutorRegistry, Depends(registry)]
+Service = Annotated[PolicyService, Depends(policy_service)]
 
 
 class ExecutorCreate(BaseModel):
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    id: str = Field(pattern=f"^{EXECUTOR_ID.pattern}$")
     url: str = Field(max_length=2000, description="base URL of a runtime in policies mode")
 
 
@@ -54,6 +60,12 @@ def _register(request: Request, executors: ExecutorRegistry, body: ExecutorCreat
         AllowList(settings.executor_allowed_hosts).check_url(url)
     except UrlNotAllowed as exc:
         raise InvalidExecutor(str(exc)) from None
+    if body.id in settings.local_executor_ids:
+        raise ExecutorConflict(
+            f"executor id {body.id!r} is answered by this policies system itself "
+            "(AIOS_LOCAL_EXECUTOR_IDS); register the executor under another id, or take "
+            "the id out of that setting first"
+        )
     if executors.exists(body.id):
         raise ExecutorConflict(f"executor {body.id!r} is registered already")
     tokens = request.app.state.tokens
@@ -142,8 +154,13 @@ def _forward(request: Request, executors: ExecutorRegistry, executor_id: str,
     openapi_extra=requires(P.POLICIES_EVAL),
 )
 async def forward(
-    executor_id: str, body: ExecutePolicyRequest, executors: Registry, request: Request
+    executor_id: str, body: ExecutePolicyRequest, executors: Registry, service: Service,
+    request: Request,
 ) -> JSONResponse:
+    if executor_id in request.app.state.runtime.settings.local_executor_ids:
+        # Upstream's services post remote decisions to a fixed executor id; on a
+        # management cluster without that executor, this runtime's own sandbox answers.
+        return await execute_here(body, service)
     try:
         status_code, envelope = await run_in_threadpool(
             _forward, request, executors, executor_id, body

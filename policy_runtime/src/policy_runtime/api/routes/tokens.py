@@ -11,7 +11,12 @@ from fastapi.responses import JSONResponse
 
 from policy_runtime.api.guard import GuardedRoute, caller, requires
 from policy_runtime.auth.permissions import Permission, permission_table
-from policy_runtime.auth.tokens import InvalidToken, TokenConflict, TokenNotFound
+from policy_runtime.auth.tokens import (
+    InvalidToken,
+    TokenConflict,
+    TokenNotFound,
+    TokenProvisioned,
+)
 from policy_runtime.models import TokenCreate
 
 router = APIRouter(tags=["tokens (admin)"], route_class=GuardedRoute)
@@ -46,7 +51,11 @@ async def create_token(body: TokenCreate, request: Request) -> dict[str, Any]:
     return {**record, "token": secret}
 
 
-@router.get("/tokens", openapi_extra=MANAGE, summary="Tokens (never their secrets)")
+@router.get(
+    "/tokens", openapi_extra=MANAGE,
+    summary="Tokens (never their secrets); source: store (made through the API or the CLI) "
+    "or file (AIOS_TOKENS_FILE)",
+)
 async def list_tokens(request: Request) -> list[dict[str, Any]]:
     return await run_in_threadpool(request.app.state.tokens.list)
 
@@ -66,13 +75,16 @@ async def get_token(name: str, request: Request) -> JSONResponse:
 
 @router.delete(
     "/tokens/{name}", openapi_extra=MANAGE,
-    summary="Revoke a token: every replica refuses it within a second",
+    summary="Revoke a token: every replica refuses it within a second (409 for a token of "
+    "the tokens file, which only a new file changes)",
 )
 async def revoke_token(name: str, request: Request) -> JSONResponse:
     try:
         return JSONResponse(await run_in_threadpool(request.app.state.tokens.revoke, name))
     except TokenNotFound as exc:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+    except TokenProvisioned as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
 
 @router.get("/audit", openapi_extra=MANAGE, summary="The latest writes and the token of each")
