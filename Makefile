@@ -77,8 +77,12 @@ test-unit: $(STAMP) collection-link ## unit tests of the collection's plugins
 control-plane: ## build the tests' Kubernetes control plane from source (once, cached by version)
 	bash scripts/build_control_plane.sh
 
+# Modules run on INTEGRATION_WORKERS parallel workers, each module's tests on one of them (its
+# fixtures, such as an installed control plane, are made once): much of their time is spent
+# waiting for control planes and playbooks, so three workers keep two cores busy.
+INTEGRATION_WORKERS ?= 3
 test-integration: $(STAMP) collection-link control-plane ## render, `make run`, apply mode on a real control plane
-	$(BIN)/python -m pytest -p no:cacheprovider tests/integration
+	$(BIN)/python -m pytest -p no:cacheprovider -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration
 
 # tests/integration/test_monitoring.py: the prometheus-operator's CRDs come from its Go module
 # (fetched here once into the module cache), promtool and prometheus from the Debian package

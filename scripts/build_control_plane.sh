@@ -37,6 +37,10 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 mkdir -p "$bin"
+# One build at a time: CI starts one in the background early and `make test-integration`
+# waits here for it to finish, then finds every binary built.
+exec 9>"$(dirname "$bin")/.build.lock"
+flock 9
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}" CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
 
 # The Kubernetes binaries report their release (/version), as hack/lib/version.sh stamps it:

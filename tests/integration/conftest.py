@@ -22,6 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "controlplane"))
 from control_plane import ControlPlane, bin_dir
 from render_site import COLLECTIONS, link_collection
 
+# The longest modules first: parallel workers (make test-integration) take modules in
+# collection order, so none of these starts last and runs on while the other workers idle.
+LONGEST_FIRST = (
+    "test_apply_mode.py", "test_render.py", "test_rbac.py", "test_monitoring_live.py",
+    "test_interlink.py", "test_addons.py", "test_kubernetes_cluster.py", "test_local_run.py",
+    "test_wiring.py", "test_render_apply.py", "test_node_membership.py",
+    "test_monitoring_uninstall.py", "test_monitoring.py", "test_monitoring_controllers.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a module
+
 
 def run_collection_module(module: Path, args: dict, check_mode: bool = False) -> dict:
     """Run one of the collection's modules as Ansible does, with JSON arguments."""

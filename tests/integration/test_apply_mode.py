@@ -190,6 +190,30 @@ def test_component_that_never_becomes_ready_is_named(kube: ControlPlane) -> None
     assert "parser pods are refused here" in done.stdout
 
 
+def test_objects_the_api_server_refuses_are_each_named(kube: ControlPlane) -> None:
+    """Objects are applied together: every one is tried, and each refusal names its object."""
+    seed(kube, "nodes_good.yml")
+    kube.add({"apiVersion": "admissionregistration.k8s.io/v1",
+              "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "no-node-ports"},
+              "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [
+                  {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                   "resources": ["services"]}]},
+                  "validations": [{"expression": "object.spec.?type.orValue('') != 'NodePort'",
+                                   "message": "NodePort Services are refused here"}]}})
+    kube.add({"apiVersion": "admissionregistration.k8s.io/v1",
+              "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "no-node-ports"},
+              "spec": {"policyName": "no-node-ports", "validationActions": ["Deny"]}})
+    done = playbook(kube, aios_components=["services"], aios_apply_timeout=30)
+    assert done.returncode != 0
+    refused = [s for s in ("parser", "cluster-controller-gateway")
+               if f"Service/{s} could not be applied" in done.stdout]
+    assert refused == ["parser", "cluster-controller-gateway"], done.stdout[-4000:]
+    assert "NodePort Services are refused here" in done.stdout
+    assert "core_services: Service/parser could not be applied" in done.stdout
+    # The objects after a refused one were still applied; no Job ran past the refusal.
+    assert "parser" in kube.names("Deployment", "services")
+
+
 def test_node_labels_come_from_the_inventory(kube: ControlPlane, tmp_path: Path) -> None:
     nodes = yaml.safe_load((FIXTURES / "nodes_good.yml").read_text())["items"]
     for node in nodes:
