@@ -82,7 +82,7 @@ control-plane: ## build the tests' Kubernetes control plane from source (once, c
 # waiting for control planes and playbooks, so three workers keep two cores busy.
 INTEGRATION_WORKERS ?= 3
 test-integration: $(STAMP) collection-link control-plane ## render, `make run`, apply mode on a real control plane
-	$(BIN)/python -m pytest -p no:cacheprovider -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration
+	$(BIN)/python -m pytest -p no:cacheprovider -n $(INTEGRATION_WORKERS) --dist loadfile --durations=15 tests/integration
 
 # tests/integration/test_monitoring.py: the prometheus-operator's CRDs come from its Go module
 # (fetched here once into the module cache), promtool and prometheus from the Debian package
