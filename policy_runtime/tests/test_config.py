@@ -39,6 +39,22 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "abc" not in repr(settings), "the token must not appear in logs or reprs"
 
 
+@pytest.mark.parametrize(("variable", "field", "value", "expected"), [
+    ("AIOS_RUN_MODES", "run_modes", "policies, clusters,,", [RunMode.POLICIES, RunMode.CLUSTERS]),
+    ("AIOS_EXECUTOR_ALLOWED_HOSTS", "executor_allowed_hosts", " a.example , 10.0.0.0/8,",
+     ["a.example", "10.0.0.0/8"]),
+    ("AIOS_POLICY_ARCHIVE_ALLOWED_HOSTS", "policy_archive_allowed_hosts", "assets,  ,127.0.0.1",
+     ["assets", "127.0.0.1"]),
+    ("AIOS_LOCAL_EXECUTOR_IDS", "local_executor_ids", "executor-001, executor-002 ",
+     ["executor-001", "executor-002"]),
+])
+def test_comma_lists_are_read_without_blanks(
+    monkeypatch: pytest.MonkeyPatch, variable: str, field: str, value: str, expected: list
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert getattr(Settings(), field) == expected
+
+
 def test_unknown_run_mode_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIOS_RUN_MODES", "policies,bogus")
     with pytest.raises(ValidationError, match="run_modes"):

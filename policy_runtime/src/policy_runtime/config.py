@@ -226,16 +226,11 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("policy_archive_allowed_hosts", mode="before")
+    # Lists come from the environment as comma lists ("a, b"); empty items are dropped.
+    @field_validator("policy_archive_allowed_hosts", "executor_allowed_hosts",
+                     "local_executor_ids", "run_modes", mode="before")
     @classmethod
-    def _split_archive_hosts(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("executor_allowed_hosts", "local_executor_ids", mode="before")
-    @classmethod
-    def _split_hosts(cls, value: object) -> object:
+    def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
@@ -249,13 +244,6 @@ class Settings(BaseSettings):
                     f"executor id {executor_id!r} is not an executor id: letters, digits, "
                     "'.', '_' and '-', starting with a letter or digit, at most 128 characters"
                 )
-        return value
-
-    @field_validator("run_modes", mode="before")
-    @classmethod
-    def _split_modes(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @property
