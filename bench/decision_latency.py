@@ -168,15 +168,21 @@ async def _pool_callers(pool: WorkerPool, request: PolicyCall, callers: int, sec
 
 def pool_side(document: dict, cases: list[dict], pool_size: int, seconds: float) -> dict:
     """(p1), (p8), (p32): the Python field guard through the pool, N callers at a time."""
+    return asyncio.run(_pool_phases(document, cases, pool_size, seconds))
+
+
+async def _pool_phases(document: dict, cases: list[dict], pool_size: int, seconds: float):
     results = {}
     with WorkerPool(pool_size, max_memory_mb=1024) as pool:
+        # As the HTTP service does: the loop its callers run on drives the workers.
+        pool.drive_from(asyncio.get_running_loop())
         for case in cases:
             request = PolicyCall(
                 op="eval", source=document["code"], timeout_seconds=2, memory_mb=256,
                 rule_id="uri", parameters=document["policy_parameters"],
                 input_data=case["input_data"],
             )
-            assert pool.call(request) == case["expected"], "the policy misbehaves"
+            assert await pool.acall(request) == case["expected"], "the policy misbehaves"
         request = PolicyCall(
             op="eval", source=document["code"], timeout_seconds=2, memory_mb=256,
             rule_id="uri", parameters=document["policy_parameters"],
@@ -186,10 +192,10 @@ def pool_side(document: dict, cases: list[dict], pool_size: int, seconds: float)
             print(f"measuring (p{callers}) pool with {callers} concurrent callers ...",
                   flush=True)
             frames, calls = pool.batch_stats()
-            results[callers] = asyncio.run(_pool_callers(pool, request, callers, seconds))
+            measured = await _pool_callers(pool, request, callers, seconds)
             frames_after, calls_after = pool.batch_stats()
             per_frame = (calls_after - calls) / max(1, frames_after - frames)
-            results[callers] = (*results[callers], per_frame)
+            results[callers] = (*measured, per_frame)
     return results
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -98,6 +99,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = await run_in_threadpool(Runtime.start, settings)
+        if app.state.runtime.pool is not None:
+            # decisions reach the sandbox workers from this loop, not through threads
+            app.state.runtime.pool.drive_from(asyncio.get_running_loop())
         app.state.tokens, app.state.audit = await run_in_threadpool(
             _auth_stores, app, provisioned
         )

@@ -11,6 +11,11 @@ batch that had not run yet are queued again, first in line, for the next worker.
 Threads call ``call()``; the HTTP service calls ``acall()`` from its event loop, which
 waits for the answer without tying up a thread. Both share one FIFO queue, so neither
 kind can starve the other.
+
+A service with an event loop hands the workers to it (``drive_from``): the loop then
+writes the frames and reads the answers itself (loop_driver.py), so a decision costs no
+thread hand-offs, and the threads above are gone. Faults (a timeout, a crash, a worker to
+replace) are still dealt with in a thread of their own, away from the loop.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from policy_runtime.errors import (
     error_from_dict,
 )
 from policy_runtime.sandbox import protocol
+from policy_runtime.sandbox.loop_driver import LoopDriver
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,8 @@ _KNOWN_SHAS = 100
 # At most this many calls, and about this many bytes of them, go to a worker in one frame.
 _MAX_BATCH = 64
 _MAX_BATCH_BYTES = 1 << 20
+# A worker that closed its answers' pipe has this long to exit before it is killed.
+_EXIT_WAIT_SECONDS = 5.0
 # A worker that cannot be started is tried again after this long.
 _RESPAWN_DELAY_SECONDS = 1.0
 
@@ -179,6 +187,8 @@ def _timeout(call: PolicyCall) -> Timeout:
 class WorkerPool:
     """A fixed number of sandbox workers shared by all callers (thread-safe)."""
 
+    ipc_grace_seconds = _IPC_GRACE_SECONDS
+
     def __init__(
         self,
         size: int,
@@ -205,6 +215,8 @@ class WorkerPool:
         self._relays: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Relay] = (
             weakref.WeakKeyDictionary()
         )
+        # Set by drive_from(): the event loop that runs the workers instead of the threads.
+        self._driver: LoopDriver | None = None
 
     # -- life cycle -------------------------------------------------------------------
     def start(self) -> WorkerPool:
@@ -239,9 +251,24 @@ class WorkerPool:
             thread.start()
         return self
 
+    def drive_from(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let ``loop`` (running, in another thread or this one) carry the calls to the
+        workers from now on; each worker thread hands its worker over once its batch is
+        done. The loop's thread must not use the blocking ``call()`` afterwards, and the
+        loop must run until the pool is closed: it also takes in replaced workers."""
+        with self._lock:
+            if self._driver is not None or self._closed:
+                return
+            self._driver = LoopDriver(self, loop)
+            self._ready.notify_all()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            driver = self._driver
+        if driver is not None:  # the loop lets go of the workers first
+            driver.stop()
+        with self._lock:
             workers = list(self._all)
             self._all.clear()
             jobs = list(self._jobs)
@@ -309,6 +336,12 @@ class WorkerPool:
             worker.kill()
             return None
 
+    def _drop(self, worker: _Worker) -> None:
+        """A worker the pool no longer uses, now that it is closing."""
+        with self._lock:
+            self._all.discard(worker)
+        worker.kill()
+
     def _retire(self, worker: _Worker, reason: str) -> None:
         with self._lock:
             live = worker in self._all  # else close() took it: no replacement to report
@@ -325,6 +358,10 @@ class WorkerPool:
             batch = self._next_batch()
             if batch is None:
                 break
+            if not batch:  # an event loop drives the workers now: it takes this one
+                assert self._driver is not None
+                self._driver.adopt(worker)
+                return
             try:
                 healthy = self._run_batch(worker, batch)
             except BaseException as exc:  # the last line of defence: no caller waits forever
@@ -339,25 +376,38 @@ class WorkerPool:
             if not healthy:
                 worker = self._respawn()
         if worker is not None:
-            with self._lock:
-                self._all.discard(worker)
-            worker.kill()
+            self._drop(worker)
 
     def _next_batch(self) -> list[_Job] | None:
-        """Every call waiting (up to _MAX_BATCH), once there is one; None when closed."""
+        """Every call waiting (up to _MAX_BATCH), once there is one; None when closed, an
+        empty batch once an event loop drives the workers."""
         with self._lock:
             while True:
                 if self._closed:
                     return None
-                batch: list[_Job] = []
-                while self._jobs and len(batch) < _MAX_BATCH:
-                    job = self._jobs.popleft()
-                    if job.started or job.future.set_running_or_notify_cancel():
-                        job.started = True
-                        batch.append(job)
+                if self._driver is not None:
+                    return []
+                batch = self._take_batch()
                 if batch:
                     return batch
                 self._ready.wait()
+
+    def _take_batch(self) -> list[_Job]:
+        """The calls waiting (up to _MAX_BATCH), taken off the queue; call with the lock."""
+        batch: list[_Job] = []
+        while self._jobs and len(batch) < _MAX_BATCH:
+            job = self._jobs.popleft()
+            if job.started or job.future.set_running_or_notify_cancel():
+                job.started = True
+                batch.append(job)
+        return batch
+
+    def _wake(self) -> None:
+        """Calls are waiting: a worker thread, or the driving loop, takes them. Call with
+        the lock."""
+        self._ready.notify()
+        if self._driver is not None:
+            self._driver.wake()
 
     def _requeue(self, jobs: list[_Job]) -> None:
         """Calls that did not run: first in line again, for the next free worker."""
@@ -366,7 +416,7 @@ class WorkerPool:
         with self._lock:
             if not self._closed:
                 self._jobs.extendleft(reversed(jobs))
-                self._ready.notify()
+                self._wake()
                 return
         for job in jobs:
             self._fail(job, PoolClosed("the sandbox pool is shut down"))
@@ -415,15 +465,20 @@ class WorkerPool:
                 break
             try:
                 part = protocol.encode(self._message(worker, job, sent))
-            except protocol.UnencodableMessage as exc:  # nothing reaches the worker
+            except (ValueError, RecursionError) as exc:  # nothing reaches the worker
+                # ValueError: UnencodableMessage, or code that is no valid text (its sha)
+                reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
                 self._fail(job, InvalidInput(
-                    f"the call cannot be passed to the sandbox ({exc}): send only JSON values "
-                    "(finite numbers, valid UTF-8 text)"
+                    f"the call cannot be passed to the sandbox ({reason}): send only JSON "
+                    "values (finite numbers, valid UTF-8 text)"
                 ))
                 continue
             parts.append(part)
             jobs.append(job)
             size += len(part)
+        if jobs:
+            self._batches += 1
+            self._batched_calls += len(jobs)
         return jobs, b'{"batch":[' + b",".join(parts) + b"]}"
 
     def _run_batch(self, worker: _Worker, batch: list[_Job]) -> bool:
@@ -432,57 +487,93 @@ class WorkerPool:
         jobs, payload = self._encode_batch(worker, batch)
         if not jobs:
             return True
-        self._batches += 1
-        self._batched_calls += len(jobs)
         try:
             worker.send_payload(payload)
         except OSError:  # the worker is gone before it read the calls
             return self._crashed(worker, jobs, 0)
         started = time.monotonic()
         for index, job in enumerate(jobs):
-            deadline = started + job.call.timeout_seconds + _IPC_GRACE_SECONDS
+            deadline = started + job.call.timeout_seconds + self.ipc_grace_seconds
             try:
                 answer = worker.receive(deadline)
             except TimeoutError:
-                self._retire(worker, "timeout")
-                self._fail(job, _timeout(job.call))
-                self._requeue(jobs[index + 1:])
-                return False
+                return self._timed_out(worker, jobs, index)
             except OSError:
                 answer = None
             except (protocol.FrameError, ValueError, RecursionError):
-                # Workers never send such answers; this is the backstop: the worker is not
-                # trusted again.
-                self._retire(worker, "unreadable answer")
-                self._fail(job, PolicyError(
-                    "the sandbox worker sent an answer that cannot be read; "
-                    "the policy's result was discarded"
-                ))
-                self._requeue(jobs[index + 1:])
-                return False
+                return self._unreadable(worker, jobs, index)
             if answer is None:
                 return self._crashed(worker, jobs, index)
             started = time.monotonic()
-            if not isinstance(answer, dict):
-                answer = {}
-            if answer.get("need_source"):  # the worker evicted it: send it once more
-                job.send_source = True
-                self._requeue([job])
-                continue
-            if "error" not in answer:
-                worker.known.add(job.call.sha256)
-                if len(worker.known) > _KNOWN_SHAS:
-                    worker.known.clear()
-            retire = self._settle(job, answer, worker.last_size)
+            retire = self._take_answer(worker, job, answer)
             if retire:  # the worker stopped the batch after this call
-                self._retire(worker, retire)
-                self._requeue(jobs[index + 1:])
-                return False
+                return self._retired(worker, jobs, index, retire)
         return True
+
+    def _take_answer(self, worker: _Worker, job: _Job, answer: object) -> str | None:
+        """Settle ``job`` from the worker's answer (or queue it again when the worker needs
+        its code once more); the reason to retire the worker, if it must go."""
+        if not isinstance(answer, dict):
+            answer = {}
+        if answer.get("need_source"):  # the worker evicted it: send it once more
+            job.send_source = True
+            self._requeue([job])
+            return None
+        if "error" not in answer:
+            worker.known.add(job.call.sha256)
+            if len(worker.known) > _KNOWN_SHAS:
+                worker.known.clear()
+        return self._settle(job, answer, worker.last_size)
+
+    def _retired(self, worker: _Worker, jobs: list[_Job], index: int, reason: str) -> bool:
+        """The worker must go after ``jobs[index]``, which it answered: the rest run again."""
+        self._retire(worker, reason)
+        self._requeue(jobs[index + 1:])
+        return False
+
+    def _timed_out(self, worker: _Worker, jobs: list[_Job], index: int) -> bool:
+        """``jobs[index]`` overran its deadline: it fails, the worker goes, the rest run
+        again."""
+        self._retire(worker, "timeout")
+        self._fail(jobs[index], _timeout(jobs[index].call))
+        self._requeue(jobs[index + 1:])
+        return False
+
+    def _unreadable(self, worker: _Worker, jobs: list[_Job], index: int) -> bool:
+        # Workers never send such answers; this is the backstop: the worker is not
+        # trusted again.
+        self._retire(worker, "unreadable answer")
+        self._fail(jobs[index], PolicyError(
+            "the sandbox worker sent an answer that cannot be read; "
+            "the policy's result was discarded"
+        ))
+        self._requeue(jobs[index + 1:])
+        return False
+
+    def _recover(self, fault: Callable[[], object]) -> None:
+        """For the driving loop, in a thread of its own: deal with a worker's fault (one of
+        the handlers above, which retire the worker and settle or requeue its calls), then
+        hand a new worker to the loop."""
+
+        def run() -> None:
+            try:
+                fault()
+            except BaseException:  # the last line of defence: the pool keeps its size
+                log.exception("sandbox pool: a worker's fault could not be dealt with")
+            worker = self._respawn()
+            if worker is not None:
+                assert self._driver is not None
+                self._driver.adopt(worker)
+
+        threading.Thread(target=run, name="sandbox-recovery", daemon=True).start()
 
     def _crashed(self, worker: _Worker, jobs: list[_Job], index: int) -> bool:
         """The worker died running ``jobs[index]``: that call fails, the rest run again."""
-        code = worker.proc.wait()
+        try:
+            code = worker.proc.wait(timeout=_EXIT_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:  # closed its pipe but lives on: it goes now
+            worker.kill()
+            code = worker.proc.returncode
         job = jobs[index]
         if code == -signal.SIGXCPU:
             self._retire(worker, "timeout")
@@ -501,6 +592,8 @@ class WorkerPool:
         """Complete the job from the worker's answer; the reason to retire the worker, if
         the call left state behind that the next caller must not meet."""
         retire = "recycle" if answer.get("recycle") else None
+        if job.future.done():  # failed already: the pool closed while it ran
+            return retire
         if answer.get("ok") and "result" in answer:
             job.future.set_result(
                 CallAnswer(answer["result"], _output(answer), answer.get("context"), size)
@@ -520,7 +613,7 @@ class WorkerPool:
             if self._closed:
                 raise PoolClosed("the sandbox pool is shut down")
             self._jobs.append(job)
-            self._ready.notify()
+            self._wake()
         return job
 
     def _busy(self) -> PoolBusy:
@@ -540,6 +633,10 @@ class WorkerPool:
     def call_answer(self, call: PolicyCall) -> CallAnswer:
         """call(), with the policy's printed output, log records and kept context. A
         typed error raised for the policy carries its output as ``error.output``."""
+        driver = self._driver
+        if driver is not None and driver.in_loop_thread():
+            # it would wait for an answer only this thread can read
+            raise RuntimeError("call() from the loop that drives the pool: use acall()")
         future = self._submit(call).future
         try:
             return future.result(timeout=self.queue_timeout_seconds)
@@ -581,9 +678,13 @@ class _Relay:
         self._loop = loop
         self._lock = threading.Lock()
         self._pending: list[tuple[asyncio.Future, concurrent.futures.Future]] = []
+        self._thread = threading.get_ident()  # made by acall_answer(), on the loop's thread
 
     def post(self, answer: asyncio.Future, done: concurrent.futures.Future) -> None:
         if done.cancelled():
+            return
+        if self._thread == threading.get_ident():  # settled by the loop itself
+            _deliver_one(answer, done)
             return
         with self._lock:
             self._pending.append((answer, done))
@@ -599,10 +700,14 @@ class _Relay:
         with self._lock:
             pending, self._pending = self._pending, []
         for answer, done in pending:
-            if answer.done():  # the caller gave up
-                continue
-            exc = done.exception()
-            if exc is not None:
-                answer.set_exception(exc)
-            else:
-                answer.set_result(done.result())
+            _deliver_one(answer, done)
+
+
+def _deliver_one(answer: asyncio.Future, done: concurrent.futures.Future) -> None:
+    if answer.done():  # the caller gave up
+        return
+    exc = done.exception()
+    if exc is not None:
+        answer.set_exception(exc)
+    else:
+        answer.set_result(done.result())
