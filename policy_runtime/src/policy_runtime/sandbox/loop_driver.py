@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import logging
 import os
@@ -35,13 +34,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A frame that fits the worker's pipe buffer is written from the loop: the worker has read
-# everything sent before (it reads a whole frame before it runs it), so the buffer is
-# empty and the write cannot block. Larger frames are written from a thread. The buffer is
-# 64 KiB on Linux unless the system ran short of pipe memory; where its size cannot be
-# read, one page is assumed.
+# A frame that fits the worker's pipe buffer (64 KiB on Linux, unless the system ran short
+# of pipe memory) is written from the loop: the worker has read everything sent before (it
+# reads a whole frame before it runs it), so the buffer is empty and the write cannot
+# block. Larger frames are written from a thread.
 _INLINE_WRITE_MAX_BYTES = 32 * 1024
-_PIPE_BUFFER_ASSUMED = 4096
 
 
 @dataclass(eq=False)
@@ -51,10 +48,15 @@ class _Trip:
     worker: _Worker
     jobs: list[_Job]
     index: int = 0  # the call whose answer comes next
-    over: bool = False  # finished, or handed to the fault handling
+    over: bool = False  # finished, or handed to the fault handling (see end())
     deadline: float = 0.0  # loop time by which the next answer is due
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     timer_at: float = 0.0  # when the timer fires: at or before the deadline
+
+    def end(self) -> None:
+        self.over = True
+        if self.timer is not None:
+            self.timer.cancel()
 
 
 class LoopDriver:
@@ -65,7 +67,6 @@ class LoopDriver:
         self._loop = loop
         self._idle: list[_Worker] = []
         self._trips: dict[_Worker, _Trip] = {}
-        self._inline_bytes: dict[_Worker, int] = {}  # the frames written from the loop
         self._wake_scheduled = False  # guarded by the pool's lock
         self._stopped = False
         self._thread: int | None = None  # the loop's thread, once known
@@ -125,7 +126,6 @@ class LoopDriver:
             self._pool._drop(worker)
             return
         self._loop.add_reader(_answers_fd(worker), self._readable, worker)
-        self._inline_bytes[worker] = _inline_limit(worker)
         self._idle.append(worker)
         self._dispatch()
 
@@ -157,7 +157,8 @@ class LoopDriver:
     def _send(self, trip: _Trip, payload: bytes) -> None:
         worker = trip.worker
         self._trips[worker] = trip
-        if len(payload) + 4 <= self._inline_bytes.get(worker, _PIPE_BUFFER_ASSUMED):  # + header
+        fits = min(worker.pipe_buffer_bytes, _INLINE_WRITE_MAX_BYTES) - protocol.HEADER_BYTES
+        if len(payload) <= fits:
             self._arm(trip)
             try:
                 worker.send_payload(payload)
@@ -215,7 +216,6 @@ class LoopDriver:
         if trip is None:  # an idle worker died (or spoke out of turn): replace it
             if worker in self._idle:
                 self._idle.remove(worker)
-            self._inline_bytes.pop(worker, None)
             self._loop.remove_reader(_answers_fd(worker))
             reason = "unreadable answer" if chunk else "crash"
             self._pool._recover(functools.partial(self._pool._retire, worker, reason))
@@ -227,10 +227,9 @@ class LoopDriver:
         answered = trip.index
         while not trip.over:
             try:
-                payload = worker.frames.next()
+                payload = worker.buffered_answer()
                 if payload is None:
                     break
-                worker.last_size = len(payload)
                 answer = protocol.decode(payload)
             except (protocol.FrameError, ValueError, RecursionError):
                 self._fault(trip, self._pool._unreadable, trip.index)
@@ -247,20 +246,15 @@ class LoopDriver:
             self._arm(trip)  # the next call's deadline runs from the last answer
 
     def _finish(self, trip: _Trip) -> None:
-        trip.over = True
-        if trip.timer is not None:
-            trip.timer.cancel()
+        trip.end()
         del self._trips[trip.worker]
         self._idle.append(trip.worker)
         self._dispatch()
 
     def _fault(self, trip: _Trip, handler: Callable[..., object], *args: object) -> None:
         """Hand the worker and its trip to the pool's fault handling (``handler``)."""
-        trip.over = True
-        if trip.timer is not None:
-            trip.timer.cancel()
+        trip.end()
         self._trips.pop(trip.worker, None)
-        self._inline_bytes.pop(trip.worker, None)
         self._loop.remove_reader(_answers_fd(trip.worker))
         self._pool._recover(functools.partial(handler, trip.worker, trip.jobs, *args))
 
@@ -270,11 +264,8 @@ class LoopDriver:
             with contextlib.suppress(RuntimeError):  # the loop is closed, its readers gone
                 self._loop.remove_reader(_answers_fd(worker))
         self._idle.clear()
-        self._inline_bytes.clear()
         for trip in list(self._trips.values()):
-            trip.over = True
-            if trip.timer is not None:
-                trip.timer.cancel()
+            trip.end()
             self._pool._requeue(trip.jobs[trip.index:])  # the pool is closed: they fail
         self._trips.clear()
 
@@ -282,16 +273,6 @@ class LoopDriver:
 def _answers_fd(worker: _Worker) -> int:
     assert worker.proc.stdout is not None
     return worker.proc.stdout.fileno()
-
-
-def _inline_limit(worker: _Worker) -> int:
-    """The largest frame written to ``worker`` from the loop: what its pipe buffer holds."""
-    assert worker.proc.stdin is not None
-    try:
-        size = fcntl.fcntl(worker.proc.stdin.fileno(), fcntl.F_GETPIPE_SZ)
-    except (AttributeError, OSError):  # not Linux
-        size = _PIPE_BUFFER_ASSUMED
-    return min(size, _INLINE_WRITE_MAX_BYTES)
 
 
 def _write_and_close(fd: int, payload: bytes) -> None:

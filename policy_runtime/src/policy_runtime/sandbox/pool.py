@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
 import functools
 import hashlib
 import logging
@@ -99,15 +100,30 @@ class _Worker:
         assert self.proc.stdin is not None
         protocol.write_frame(self.proc.stdin.fileno(), payload)
 
+    @functools.cached_property
+    def pipe_buffer_bytes(self) -> int:
+        """What the pipe to the worker holds unread (one page where it cannot be read)."""
+        assert self.proc.stdin is not None
+        try:
+            return fcntl.fcntl(self.proc.stdin.fileno(), fcntl.F_GETPIPE_SZ)
+        except (AttributeError, OSError):  # not Linux
+            return 4096
+
+    def buffered_answer(self) -> bytes | None:
+        """The next whole answer among the bytes received so far (its size noted)."""
+        payload = self.frames.next()
+        if payload is not None:
+            self.last_size = len(payload)
+        return payload
+
     def receive(self, deadline: float | None) -> dict | None:
         """The next answer, None if the worker died; raises TimeoutError past the deadline
         and FrameError or ValueError for an answer that cannot be read."""
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         while True:
-            payload = self.frames.next()
+            payload = self.buffered_answer()
             if payload is not None:
-                self.last_size = len(payload)
                 return protocol.decode(payload)
             if deadline is not None:
                 remaining = deadline - time.monotonic()

@@ -12,6 +12,7 @@ import struct
 from typing import Any
 
 _HEADER = struct.Struct("!I")
+HEADER_BYTES = _HEADER.size  # the length prefix before each payload
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
